@@ -1,0 +1,3 @@
+from zipmodel.cli import main
+
+main()

@@ -1,0 +1,121 @@
+"""File plumbing shared by the API: mapped sources and atomic outputs.
+
+Sources are memory-mapped read-only, so readers and encoders see zero-copy ``uint8`` views and
+the input can never be modified. Outputs are written to a hidden temporary file beside the
+destination and renamed into place only on success, so an error or Ctrl-C leaves nothing
+behind and an existing file is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .errors import OutputExistsError, ZipmodelError
+
+__all__ = ["Source", "atomic_output"]
+
+
+class Source:
+    """A read-only, memory-mapped view of an input file (or of bytes already in memory)."""
+
+    def __init__(self, data: np.ndarray, name: str, *, _keep: object = None):
+        self.data = data  # uint8, read-only
+        self.name = name
+        self.size = int(data.size)
+        self._keep = _keep  # the mmap or file that backs ``data``
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Source:
+        """Map ``path`` read-only. Directories and missing files raise ``ZipmodelError``."""
+        p = Path(path)
+        try:
+            f = open(p, "rb")
+        except FileNotFoundError:
+            raise ZipmodelError("no such file", path=p) from None
+        except IsADirectoryError:
+            raise ZipmodelError("is a directory", path=p) from None
+        except PermissionError:
+            raise ZipmodelError("permission denied", path=p) from None
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return cls(np.zeros(0, np.uint8), str(p))
+            try:
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except (ValueError, OSError):  # not mappable (a pipe or a special file): read it
+                f.seek(0)
+                data = np.frombuffer(f.read(), np.uint8)
+                return cls(data, str(p))
+        with contextlib.suppress(AttributeError, OSError):
+            mm.madvise(mmap.MADV_SEQUENTIAL)
+        return cls(np.frombuffer(mm, np.uint8), str(p), _keep=mm)
+
+    @classmethod
+    def from_bytes(cls, data, name: str = "<bytes>") -> Source:
+        """Wrap an in-memory buffer (bytes, bytearray, memoryview, numpy array) without copying."""
+        arr = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data
+        arr = arr.reshape(-1).view(np.uint8)
+        return cls(arr, name)
+
+    def close(self) -> None:
+        """Release the mapping (views handed out before must no longer be used)."""
+        self.data = np.zeros(0, np.uint8)
+        keep, self._keep = self._keep, None
+        if isinstance(keep, mmap.mmap):
+            with contextlib.suppress(BufferError):
+                keep.close()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, *, force: bool = False) -> Iterator[tuple[int, Path]]:
+    """Yield ``(fd, temp_path)`` of a temporary file that replaces ``path`` on success.
+
+    Without ``force`` an existing ``path`` raises :class:`OutputExistsError` before anything is
+    written. On any exception (including ``KeyboardInterrupt``) the temporary file is removed.
+    """
+    dest = Path(path)
+    if dest.exists() and not force:
+        raise OutputExistsError(
+            "output already exists", path=dest, hint="use -f/--force to overwrite it"
+        )
+    if dest.is_dir():
+        raise ZipmodelError("output is a directory", path=dest)
+    parent = dest.parent if str(dest.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent)
+    except FileNotFoundError:
+        raise ZipmodelError("output directory does not exist", path=parent) from None
+    except PermissionError:
+        raise ZipmodelError("cannot write to the output directory", path=parent) from None
+    tmp_path = Path(tmp)
+    try:
+        yield fd, tmp_path
+        os.close(fd)
+        fd = -1
+        # mkstemp creates 0600; give the output the usual permissions (umask applied).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
+        if dest.exists() and not force:  # appeared meanwhile
+            raise OutputExistsError("output already exists", path=dest)
+        os.replace(tmp_path, dest)
+    except BaseException:
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise

@@ -1,0 +1,464 @@
+"""The library's face: compress and decompress files or bytes, open containers lazily.
+
+``compress_file``/``decompress_file`` are shorthand for the whole pipeline on one file each;
+``open`` gives random access to tensors without decompressing the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from ._io import Source, atomic_output
+from .container.reader import ContainerReader
+from .dtypes import DType, dtype_from_hint, get_dtype, numpy_dtype
+from .errors import VerifyMismatchError, ZipmodelError
+from .pipeline import DEFAULT_CHUNK_SIZE, CompressOptions, compress_layout, iter_decoded
+from .readers import read_layout
+from .readers.base import TENSOR
+from .summary import Summary, summarize
+
+__all__ = [
+    "CompressReport",
+    "DecompressReport",
+    "TensorInfo",
+    "VerifyReport",
+    "ZmFile",
+    "compress_bytes",
+    "compress_file",
+    "decompress_bytes",
+    "decompress_file",
+    "open",
+    "verify_file",
+]
+
+SUFFIX = ".zm"
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
+
+
+@dataclass
+class CompressReport:
+    """What one compression did; ``summary`` holds the per-dtype and per-tensor sizes."""
+
+    input: str
+    output: str
+    summary: Summary
+    seconds: float
+    dtype_seconds: dict[str, float] = field(default_factory=dict)  # summed worker time
+    note: str = ""
+
+    @property
+    def input_bytes(self) -> int:
+        return self.summary.original_bytes
+
+    @property
+    def output_bytes(self) -> int:
+        return self.summary.container_bytes
+
+    @property
+    def ratio(self) -> float:
+        return self.summary.ratio
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.input_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self, *, tensors: bool = False) -> dict[str, Any]:
+        d = {
+            "input": self.input,
+            "output": self.output,
+            "input_bytes": self.input_bytes,
+            "output_bytes": self.output_bytes,
+            "ratio": round(self.ratio, 6),
+            "seconds": round(self.seconds, 4),
+            "mb_per_s": round(self.mb_per_s, 2),
+            "summary": self.summary.to_json(tensors=tensors),
+        }
+        if self.note:
+            d["note"] = self.note
+        return d
+
+
+@dataclass
+class DecompressReport:
+    input: str
+    output: str
+    input_bytes: int
+    output_bytes: int
+    seconds: float
+    sha256_checked: bool
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.output_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "output": self.output,
+            "input_bytes": self.input_bytes,
+            "output_bytes": self.output_bytes,
+            "seconds": round(self.seconds, 4),
+            "mb_per_s": round(self.mb_per_s, 2),
+            "sha256_checked": self.sha256_checked,
+        }
+
+
+@dataclass
+class VerifyReport:
+    path: str
+    source_bytes: int
+    sha256: str
+    seconds: float
+    against: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "ok": True,
+            "source_bytes": self.source_bytes,
+            "sha256": self.sha256,
+            "against": self.against,
+            "seconds": round(self.seconds, 4),
+        }
+
+
+def _options(level: str, chunk_size: int) -> CompressOptions:
+    return CompressOptions(level=level, chunk_size=chunk_size)
+
+
+def _hint(dtype: str | DType | None) -> DType | None:
+    if dtype is None or isinstance(dtype, DType):
+        return dtype
+    return dtype_from_hint(dtype)
+
+
+def default_output(path: str | os.PathLike, *, decompress: bool) -> Path:
+    """``X`` → ``X.zm`` and ``X.zm`` → ``X``."""
+    p = Path(path)
+    if not decompress:
+        return p.with_name(p.name + SUFFIX)
+    if p.suffix != SUFFIX or p.name == SUFFIX:
+        raise ZipmodelError(f"does not end in {SUFFIX}; name the output with -o", path=p)
+    return p.with_name(p.name[: -len(SUFFIX)])
+
+
+def compress_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike | BinaryIO | None = None,
+    *,
+    level: str = "default",
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    dtype: str | DType | None = None,
+    format: str = "auto",
+    threads: int = 0,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> CompressReport:
+    """Compress the file ``src`` into the container ``dst`` (default ``src + ".zm"``).
+
+    Shorthand for: map the source, read its layout (``format``; ``dtype`` treats it as one raw
+    tensor of that type), code every chunk on ``threads`` threads (0 = all cores) and write
+    the container atomically. ``src`` is never modified; without ``force`` an existing
+    ``dst`` is an error. The output's bytes depend on the data and the options, not on
+    ``threads``. ``dst`` may also be a writable binary file object (written front to back).
+    """
+    options = _options(level, chunk_size)
+    if not _is_fileobj(dst):
+        dst = Path(dst) if dst is not None else default_output(src, decompress=False)
+        if dst.exists() and Path(src).exists() and os.path.samefile(src, dst):
+            raise ZipmodelError("output and input are the same file", path=src)
+    with Source.open(src) as source:
+        layout = read_layout(source.data, format=format, dtype=_hint(dtype), path=str(src))
+
+        def run(out: BinaryIO):
+            return compress_layout(
+                source.data, layout, out, source_name=Path(src).name, options=options,
+                threads=threads, progress=progress,
+            )
+
+        if _is_fileobj(dst):
+            res, out_name = run(dst), str(getattr(dst, "name", "<stream>"))
+        else:
+            with atomic_output(dst, force=force) as (fd, _tmp):
+                with os.fdopen(fd, "wb", closefd=False, buffering=1 << 20) as out:
+                    res = run(out)
+            out_name = str(dst)
+    summary = summarize(res.index, res.output_size)
+    return CompressReport(str(src), out_name, summary, res.seconds, res.chunk_seconds, layout.note)
+
+
+def _is_fileobj(x) -> bool:
+    return x is not None and hasattr(x, "write") and not isinstance(x, (str, os.PathLike))
+
+
+def compress_bytes(
+    data,
+    *,
+    level: str = "default",
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    dtype: str | DType | None = None,
+    format: str = "auto",
+    threads: int = 0,
+    name: str = "",
+) -> bytes:
+    """Compress an in-memory file (bytes-like) to container bytes."""
+    source = Source.from_bytes(data, name or "<bytes>")
+    layout = read_layout(source.data, format=format, dtype=_hint(dtype))
+    out = io.BytesIO()
+    compress_layout(
+        source.data, layout, out, source_name=name, options=_options(level, chunk_size), threads=threads
+    )
+    return out.getvalue()
+
+
+def decompress_bytes(data, *, threads: int = 0, out: np.ndarray | None = None) -> bytes | np.ndarray:
+    """Decompress container bytes; returns the original bytes.
+
+    With ``out`` (a writable uint8 array of the original size) the result is decoded into it,
+    and ``out`` is returned; reusing one buffer avoids page-faulting fresh memory each call.
+    """
+    f = io.BytesIO(data) if not isinstance(data, io.BytesIO) else data
+    with ContainerReader(f, name="<bytes>") as reader:
+        size = int(reader.index.source["size"])
+        result = np.empty(size, np.uint8) if out is None else out
+        if result.size != size:
+            raise ValueError(f"out has {result.size} bytes, the source has {size}")
+        for _ in iter_decoded(reader, threads=threads, out=result):
+            pass
+    return result.tobytes() if out is None else result
+
+
+def decompress_file(
+    src: str | os.PathLike | BinaryIO,
+    dst: str | os.PathLike | BinaryIO | None = None,
+    *,
+    threads: int = 0,
+    force: bool = False,
+    check_sha256: bool = False,
+    progress: Progress | None = None,
+) -> DecompressReport:
+    """Restore the original file from the container ``src`` (default output: ``src`` minus ``.zm``).
+
+    Every frame's checksum and every chunk's content checksum are verified as it is decoded;
+    ``check_sha256`` also recomputes the source's SHA-256 (about 1.5 GB/s on one core). The
+    output is written atomically: an error leaves no partial file. ``src`` may be a seekable
+    binary file object and ``dst`` a writable one (then written in order, not atomically).
+    """
+    t0 = time.perf_counter()
+    src_name = getattr(src, "name", "<stream>") if _is_readable(src) else src
+    with ContainerReader(src) as reader:
+        size = int(reader.index.source["size"])
+        sha = hashlib.sha256() if check_sha256 else None
+        done = 0
+        if _is_fileobj(dst):
+            for _i, buf in iter_decoded(reader, threads=threads):
+                dst.write(memoryview(buf))
+                if sha is not None:
+                    sha.update(buf)
+                done += buf.size
+                if progress:
+                    progress(done, size)
+            _check_sha(sha, reader, src_name)
+            dst_name = getattr(dst, "name", "<stream>")
+        else:
+            dst_path = Path(dst) if dst is not None else default_output(src_name, decompress=True)
+            with atomic_output(dst_path, force=force) as (fd, _tmp):
+                os.ftruncate(fd, size)
+                for i, buf in iter_decoded(reader, threads=threads):
+                    off = int(reader.index.chunks[i]["src_offset"])
+                    mv = memoryview(buf)
+                    while mv.nbytes:
+                        n = os.pwrite(fd, mv, off)
+                        mv, off = mv[n:], off + n
+                    if sha is not None:
+                        sha.update(buf)
+                    done += buf.size
+                    if progress:
+                        progress(done, size)
+                _check_sha(sha, reader, src_name)
+            dst_name = str(dst_path)
+        return DecompressReport(
+            str(src_name), str(dst_name), reader.file_size, size, time.perf_counter() - t0, sha is not None
+        )
+
+
+def _is_readable(x) -> bool:
+    return hasattr(x, "read") and not isinstance(x, (str, os.PathLike))
+
+
+def _check_sha(sha, reader, name) -> None:
+    if sha is not None and sha.hexdigest() != reader.index.source["sha256"]:
+        raise VerifyMismatchError(
+            f"decoded data has SHA-256 {sha.hexdigest()}, the index records {reader.index.source['sha256']}",
+            path=name,
+        )
+
+
+def verify_file(
+    path: str | os.PathLike,
+    *,
+    against: str | os.PathLike | None = None,
+    threads: int = 0,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """Decode the whole container, checking every checksum and the source's SHA-256.
+
+    With ``against``, also compare the decoded bytes with that file. A mismatch raises
+    :class:`VerifyMismatchError`; a damaged frame raises ``CorruptDataError``.
+    """
+    t0 = time.perf_counter()
+    with ContainerReader(path) as reader:
+        idx = reader.index
+        size = int(idx.source["size"])
+        sha = hashlib.sha256()
+        ref = Source.open(against) if against is not None else None
+        done = 0
+        try:
+            if ref is not None and ref.size != size:
+                raise VerifyMismatchError(
+                    f"{against} has {ref.size} bytes, the container holds {size}", path=path
+                )
+            for i, buf in iter_decoded(reader, threads=threads):
+                sha.update(buf)
+                if ref is not None:
+                    off = int(idx.chunks[i]["src_offset"])
+                    if not np.array_equal(ref.data[off : off + buf.size], buf):
+                        bad = off + int(np.flatnonzero(ref.data[off : off + buf.size] != buf)[0])
+                        raise VerifyMismatchError(f"differs from {against} at byte {bad}", path=path)
+                done += buf.size
+                if progress:
+                    progress(done, size)
+        finally:
+            if ref is not None:
+                ref.close()
+        if sha.hexdigest() != idx.source["sha256"]:
+            raise VerifyMismatchError(
+                f"decoded data has SHA-256 {sha.hexdigest()}, the index records {idx.source['sha256']}",
+                path=path,
+            )
+        return VerifyReport(
+            str(path), size, sha.hexdigest(), time.perf_counter() - t0, str(against) if against else None
+        )
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    offset: int  # in the original file
+
+
+class ZmFile:
+    """Lazy, random access to the tensors of a container (see :func:`open`).
+
+    Only the index is read up front; ``get_tensor`` reads and decodes only that tensor's
+    frames. Thread-safe for concurrent ``get_tensor`` calls.
+    """
+
+    def __init__(self, file: str | os.PathLike | BinaryIO, *, threads: int = 0):
+        self._reader = ContainerReader(file)
+        self.name = self._reader.name
+        self.threads = threads
+        self._entries = {
+            e.segment.name: e for e in self._reader.index.segments if e.segment.kind == TENSOR
+        }
+
+    # -- metadata ------------------------------------------------------------------------
+    @property
+    def index(self):
+        return self._reader.index
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """The original file: ``name``, ``size``, ``sha256``, ``format``."""
+        return dict(self._reader.index.source)
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes of the container read so far (index included)."""
+        return self._reader.bytes_read
+
+    def keys(self) -> list[str]:
+        """Tensor names in file order."""
+        return list(self._entries)
+
+    def metadata(self) -> dict[str, str] | None:
+        """The source's own metadata (safetensors ``__metadata__``), if it had any."""
+        return self._reader.index.metadata.get("__metadata__")
+
+    def tensor_info(self, name: str) -> TensorInfo:
+        s = self._entry(name).segment
+        return TensorInfo(s.name or "", s.dtype or "", tuple(s.shape or ()), s.size, s.offset)
+
+    def summary(self) -> Summary:
+        return summarize(self._reader.index, self._reader.file_size)
+
+    # -- data ----------------------------------------------------------------------------
+    def _entry(self, name: str):
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise KeyError(f"no tensor named {name!r} in {self.name}") from None
+
+    def get_bytes(self, name: str) -> np.ndarray:
+        """The raw bytes of tensor ``name`` as a uint8 array (decoding only its frames)."""
+        e = self._entry(name)
+        out = np.empty(e.segment.size, np.uint8)
+        chunks = range(e.first_chunk, e.first_chunk + e.n_chunks)
+        for _ in iter_decoded(self._reader, chunks, threads=self.threads, out=out, base=e.segment.offset):
+            pass
+        return out
+
+    def get_tensor(self, name: str) -> np.ndarray:
+        """Tensor ``name`` as a numpy array of its dtype and shape (bfloat16 via ml_dtypes)."""
+        e = self._entry(name)
+        s = e.segment
+        raw = self.get_bytes(name)
+        dt = get_dtype(s.dtype or "")
+        if dt is None or dt.itemsize == 0:
+            return raw  # unknown or packed dtype: the bytes as they are
+        return raw.view(numpy_dtype(dt)).reshape(s.shape)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def items(self) -> Iterator[tuple[str, np.ndarray]]:
+        """``(name, tensor)`` in file order."""
+        for name in self._entries:
+            yield name, self.get_tensor(name)
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> ZmFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<ZmFile {self.name!r}: {len(self)} tensors>"
+
+
+def open(file: str | os.PathLike | BinaryIO, *, threads: int = 0) -> ZmFile:  # noqa: A001
+    """Open a container for lazy reading: ``keys()``, ``metadata()``, ``get_tensor(name)``."""
+    return ZmFile(file, threads=threads)
+
+

@@ -1,0 +1,135 @@
+"""All human output goes through here: rich on stderr, only on a terminal; JSON on stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class Output:
+    """Where a command prints: ``quiet`` silences the human side, ``json_mode`` moves results
+    to one JSON document on stdout, progress bars only appear on an interactive stderr."""
+
+    def __init__(self, *, quiet: bool = False, json_mode: bool = False, progress: bool = True):
+        self.quiet = quiet
+        self.json_mode = json_mode
+        self.show_progress = (
+            progress and not quiet and not json_mode and _stderr_is_tty() and os.environ.get("CI", "") in ("", "0", "false")
+        )
+        self._console = None
+
+    @property
+    def console(self):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
+        return self._console
+
+    def line(self, text: str) -> None:
+        """One line of human output (stderr), unless quiet or JSON."""
+        if not self.quiet and not self.json_mode:
+            click.echo(text, err=True)
+
+    def table(self, table) -> None:
+        if not self.quiet and not self.json_mode:
+            self.console.print(table)
+
+    def emit_json(self, doc: dict[str, Any]) -> None:
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+
+    @contextmanager
+    def progress(self, description: str) -> Iterator:
+        """A callable ``update(done, total)`` driving a progress bar (a no-op when hidden)."""
+        if not self.show_progress:
+            yield None
+            return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(description, total=None)
+            yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def codec_mix(codecs: dict[str, int]) -> str:
+    total = sum(codecs.values())
+    if not total:
+        return "-"
+    parts = sorted(codecs.items(), key=lambda kv: -kv[1])
+    return " ".join(f"{k} {100 * v / total:.0f}%" for k, v in parts)
+
+
+def dtype_table(summary, *, title: str | None = None, seconds: dict[str, float] | None = None):
+    """The per-dtype table shared by compress and info."""
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", header_style="bold")
+    t.add_column("dtype")
+    t.add_column("tensors", justify="right")
+    t.add_column("original", justify="right")
+    t.add_column("compressed", justify="right")
+    t.add_column("ratio", justify="right")
+    if seconds is not None:
+        t.add_column("MB/s/thread", justify="right")
+    t.add_column("codecs (by stream bytes)")
+    for r in summary.dtypes:
+        row = [
+            r.dtype,
+            str(r.tensors) if r.dtype != "verbatim" else "-",
+            human_bytes(r.original_bytes),
+            human_bytes(r.compressed_bytes),
+            f"{100 * r.ratio:.2f}%",
+        ]
+        if seconds is not None:
+            s = seconds.get(r.dtype, 0.0)
+            row.append(f"{r.original_bytes / 1e6 / s:.0f}" if s > 0 else "-")
+        row.append(codec_mix(r.codecs))
+        t.add_row(*row)
+    total = [
+        "total",
+        str(sum(r.tensors for r in summary.dtypes)),
+        human_bytes(summary.original_bytes),
+        human_bytes(summary.container_bytes),
+        f"{100 * summary.ratio:.2f}%",
+    ]
+    if seconds is not None:
+        total.append("")
+    total.append(f"index+headers {human_bytes(summary.overhead_bytes)}")
+    t.add_row(*total, style="bold")
+    return t

@@ -1,0 +1,79 @@
+"""``zipmodel decompress``."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+
+import click
+
+from ._errors import EXIT_OK, exit_code_for, report
+from ._options import output_options, threads_option, write_options
+from ._output import Output, human_bytes
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
+@write_options
+@threads_option
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Also recompute the SHA-256 of the restored file and compare it with the one recorded "
+    "at compression (per-chunk checksums are always verified).",
+)
+@output_options
+def decompress(paths, output, to_stdout, force, remove, threads, check, quiet, json_mode, no_progress):
+    """Restore the original files: PATH.zm -> PATH, byte for byte.
+
+    Every frame and chunk checksum is verified while decoding; a damaged container fails with
+    exit code 1 and leaves no output. A PATH of "-" reads standard input.
+    """
+    from .. import api
+
+    out = Output(quiet=quiet, json_mode=json_mode, progress=not no_progress)
+    if (output or to_stdout) and len(paths) > 1:
+        raise click.UsageError("-o/--output and -c/--stdout take a single input")
+    if to_stdout and output:
+        raise click.UsageError("-o/--output and -c/--stdout exclude each other")
+    if to_stdout and remove:
+        raise click.UsageError("--rm cannot be used with -c/--stdout")
+    results, errors, code = [], [], EXIT_OK
+    for path in paths:
+        try:
+            stdout_mode = to_stdout or (path == "-" and not output)
+            if stdout_mode and sys.stdout.isatty() and not force:
+                raise click.UsageError("refusing to write binary data to a terminal (use -f, or redirect)")
+            if path == "-" and remove:
+                raise click.UsageError("--rm cannot be used with standard input")
+            src = io.BytesIO(sys.stdin.buffer.read()) if path == "-" else path
+            with out.progress(f"decompress {os.path.basename(path)}") as advance:
+                rep = api.decompress_file(
+                    src,
+                    sys.stdout.buffer if stdout_mode else output,
+                    threads=threads,
+                    force=force,
+                    check_sha256=check or remove,
+                    progress=advance,
+                )
+            if stdout_mode:
+                sys.stdout.buffer.flush()
+            if remove:
+                os.unlink(path)
+            out.line(
+                f"{rep.input} -> {rep.output}  {human_bytes(rep.input_bytes)} -> "
+                f"{human_bytes(rep.output_bytes)}  {rep.mb_per_s:.0f} MB/s"
+                + ("  SHA-256 ok" if rep.sha256_checked else "")
+                + ("  (input removed)" if remove else "")
+            )
+            results.append(rep.to_json())
+        except click.UsageError:
+            raise
+        except Exception as exc:
+            report(exc)
+            errors.append({"input": path, "error": str(exc)})
+            code = max(code, exit_code_for(exc))
+    if json_mode:
+        out.emit_json({"schema": "zipmodel.decompress/1", "files": results, "errors": errors})
+    sys.exit(code)

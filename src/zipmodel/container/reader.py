@@ -1,0 +1,195 @@
+"""Reading a container: header and trailer first, then the index, then frames on demand.
+
+Every size read from the file is checked against the file before it is used: a damaged or
+hostile container raises :class:`~zipmodel.errors.FormatError` (or ``CorruptDataError``)
+naming the file and the problem, without large allocations and without hanging.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from typing import BinaryIO
+
+import numpy as np
+import xxhash
+
+from ..errors import CorruptDataError, FormatError, UnsupportedError
+from .format import (
+    FILE_HEADER,
+    FILE_MAGIC,
+    FLAGS_REQUIRED_MASK,
+    FORMAT_MAJOR,
+    FRAME_HEADER,
+    INDEX_MAGIC,
+    MAX_INDEX_FRAME,
+    MAX_INDEX_RATIO,
+    TRAILER,
+    TRAILER_MAGIC,
+)
+from .frames import parse_frame
+from .index import Index
+
+__all__ = ["KNOWN_FLAGS", "ContainerReader", "decode_index_frame", "is_container"]
+
+KNOWN_FLAGS = 0x1  # FLAG_LOSSY
+
+
+def is_container(head: bytes) -> bool:
+    """Whether ``head`` (the first bytes of a file) starts like a zipmodel container."""
+    return head[: len(FILE_MAGIC)] == FILE_MAGIC
+
+
+def check_file_header(buf: bytes, *, path=None) -> int:
+    """Validate the 16-byte file header; returns its flags."""
+    if len(buf) < FILE_HEADER.size:
+        raise FormatError(f"file is too short for a zipmodel container ({len(buf)} bytes)", path=path)
+    magic, major, minor, flags = FILE_HEADER.unpack_from(buf)
+    if magic != FILE_MAGIC:
+        raise FormatError(
+            "not a zipmodel container (bad magic)", path=path, hint="compress it with: zipmodel compress FILE"
+        )
+    if major != FORMAT_MAJOR:
+        raise UnsupportedError(
+            f"container format {major}.{minor} is not supported (this zipmodel reads {FORMAT_MAJOR}.x)",
+            path=path,
+            hint="pip install -U zipmodel",
+        )
+    unknown = flags & FLAGS_REQUIRED_MASK & ~KNOWN_FLAGS
+    if unknown:
+        raise UnsupportedError(f"container uses unknown features (flags {unknown:#x})", path=path)
+    return flags
+
+
+def decode_index_frame(buf, *, path=None, offset: int | None = None) -> Index:
+    """Decode an index frame (checksums, bounded decompression) into an :class:`Index`."""
+    import zstandard
+
+    frame = parse_frame(buf, path=path, offset=offset)
+    if frame.header.magic != INDEX_MAGIC:
+        raise FormatError("expected the index frame", path=path, offset=offset)
+    parts = []
+    h = xxhash.xxh3_64()
+    for s, payload in zip(frame.streams, frame.payloads):
+        limit = MAX_INDEX_RATIO * s.encoded_size + (1 << 20)
+        if s.decoded_size > limit:
+            raise FormatError(
+                f"index stream claims {s.decoded_size} bytes from {s.encoded_size}", path=path, offset=offset
+            )
+        if s.codec == 0:
+            data = bytes(payload)
+        elif s.codec == 2:
+            try:
+                params = zstandard.get_frame_parameters(payload)
+                if params.content_size != s.decoded_size:
+                    raise FormatError("index stream size mismatch", path=path, offset=offset)
+                data = zstandard.ZstdDecompressor().decompress(payload, max_output_size=s.decoded_size)
+            except zstandard.ZstdError as e:
+                raise CorruptDataError(f"index stream is corrupt: {e}", path=path, offset=offset) from None
+        else:
+            raise FormatError(f"index stream uses codec {s.codec}", path=path, offset=offset)
+        if len(data) != s.decoded_size:
+            raise CorruptDataError("index stream has the wrong size", path=path, offset=offset)
+        h.update(data)
+        parts.append(data)
+    if h.intdigest() != frame.raw_check:
+        raise CorruptDataError("index content checksum mismatch", path=path, offset=offset)
+    return Index.from_streams(parts, path=path)
+
+
+class ContainerReader:
+    """Random access to a container held in a seekable binary file (or a path).
+
+    Thread-safe: frames are read with ``os.pread`` when the file has a descriptor, else under
+    a lock. ``close()`` closes the file only if this object opened it.
+    """
+
+    def __init__(self, file: str | os.PathLike | BinaryIO, *, name: str | None = None):
+        self._lock = threading.Lock()
+        if isinstance(file, (str, os.PathLike)):
+            self.name = os.fspath(file)
+            try:
+                self._f: BinaryIO = open(file, "rb")
+            except FileNotFoundError:
+                raise FormatError("no such file", path=self.name) from None
+            except IsADirectoryError:
+                raise FormatError("is a directory", path=self.name) from None
+            self._owns = True
+        else:
+            self.name = name or getattr(file, "name", "<stream>")
+            self._f = file
+            self._owns = False
+        try:
+            self._fd = self._f.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            self._fd = -1
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- low level -----------------------------------------------------------------------
+    def _pread(self, offset: int, size: int) -> bytes:
+        if self._fd >= 0:
+            out = bytearray()
+            while len(out) < size:
+                b = os.pread(self._fd, size - len(out), offset + len(out))
+                if not b:
+                    break
+                out += b
+            data = bytes(out)
+        else:
+            with self._lock:
+                self._f.seek(offset)
+                data = self._f.read(size)
+        if len(data) != size:
+            raise FormatError(f"file is truncated: wanted {size} bytes", path=self.name, offset=offset)
+        self.bytes_read += size
+        return data
+
+    def _open(self) -> None:
+        self.bytes_read = 0
+        self._f.seek(0, os.SEEK_END)
+        self.file_size = self._f.tell()
+        path = self.name
+        if self.file_size < FILE_HEADER.size + TRAILER.size:
+            head = self._pread(0, min(self.file_size, FILE_HEADER.size))
+            if not is_container(head):
+                raise FormatError("not a zipmodel container (bad magic)", path=path)
+            raise FormatError(f"file is truncated ({self.file_size} bytes)", path=path)
+        self.flags = check_file_header(self._pread(0, FILE_HEADER.size), path=path)
+        idx_off, idx_size, magic = TRAILER.unpack(self._pread(self.file_size - TRAILER.size, TRAILER.size))
+        if magic != TRAILER_MAGIC:
+            raise FormatError("trailer missing: the file is truncated or not finished", path=path)
+        if idx_size < FRAME_HEADER.size or idx_size > MAX_INDEX_FRAME:
+            raise FormatError(f"index frame size {idx_size} is out of range", path=path)
+        if idx_off < FILE_HEADER.size or idx_off + idx_size + TRAILER.size != self.file_size:
+            raise FormatError(
+                f"index at {idx_off} (+{idx_size}) does not end at the trailer", path=path
+            )
+        self.index_offset = idx_off
+        self.index = decode_index_frame(self._pread(idx_off, idx_size), path=path, offset=idx_off)
+        if (self.index.flags & FLAGS_REQUIRED_MASK) != (self.flags & FLAGS_REQUIRED_MASK):
+            raise FormatError("file header and index disagree on the feature flags", path=path)
+        self.index.validate(idx_off, path=path)
+
+    # -- frames --------------------------------------------------------------------------
+    def read_frame(self, chunk: int) -> bytes:
+        """The bytes of chunk ``chunk``'s frame."""
+        row = self.index.chunks[chunk]
+        return self._pread(int(row["frame_offset"]), int(row["frame_size"]))
+
+    def chunk_rows(self) -> np.ndarray:
+        return self.index.chunks
+
+    def close(self) -> None:
+        if self._owns:
+            self._f.close()
+
+    def __enter__(self) -> ContainerReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,65 @@
+"""Writing a container front to back (works on pipes: nothing is ever seeked)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import BinaryIO
+
+import numpy as np
+import xxhash
+
+from .format import FILE_HEADER, FILE_MAGIC, FORMAT_MAJOR, FORMAT_MINOR, INDEX_MAGIC, TRAILER, TRAILER_MAGIC
+from .frames import StreamInfo, build_frame
+from .index import Index
+
+__all__ = ["ContainerWriter"]
+
+_INDEX_ZSTD_LEVEL = 9  # the index is small and read once: spend a little on it
+
+
+class ContainerWriter:
+    """Append-only writer: file header, chunk frames in source order, index, trailer."""
+
+    def __init__(self, out: BinaryIO, *, flags: int = 0):
+        self._out = out
+        self.pos = 0
+        self._write([FILE_HEADER.pack(FILE_MAGIC, FORMAT_MAJOR, FORMAT_MINOR, flags)])
+
+    def _write(self, parts: Sequence) -> int:
+        n = 0
+        for p in parts:
+            mv = memoryview(p).cast("B")
+            self._out.write(mv)
+            n += mv.nbytes
+        self.pos += n
+        return n
+
+    def write_frame(self, parts: Sequence) -> tuple[int, int]:
+        """Append a frame built by :func:`build_frame`; returns ``(offset, size)``."""
+        offset = self.pos
+        return offset, self._write(parts)
+
+    def finish(self, index: Index) -> int:
+        """Write the index frame and the trailer; returns the container's total size."""
+        import zstandard
+
+        cctx = zstandard.ZstdCompressor(level=_INDEX_ZSTD_LEVEL, write_content_size=True)
+        raw_streams = index.to_streams()
+        payloads, infos = [], []
+        for s in raw_streams:
+            z = cctx.compress(s)
+            payloads.append(z)
+            infos.append(StreamInfo(codec=2, context=0xFF, decoded_size=len(s), encoded_size=len(z)))
+        h = xxhash.xxh3_64()
+        for s in raw_streams:
+            h.update(s)
+        parts = build_frame(INDEX_MAGIC, 0, 0, sum(len(s) for s in raw_streams), h.intdigest(), infos, payloads)
+        offset, size = self.write_frame(parts)
+        self._write([TRAILER.pack(offset, size, TRAILER_MAGIC)])
+        return self.pos
+
+
+def empty_tables() -> tuple[np.ndarray, np.ndarray]:
+    from .format import CHUNK_DTYPE, STREAM_DTYPE
+
+    return np.zeros(0, CHUNK_DTYPE), np.zeros(0, STREAM_DTYPE)

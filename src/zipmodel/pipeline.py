@@ -1,0 +1,286 @@
+"""The data path: segments → chunks → transform → codecs → frames, and back.
+
+Chunks are independent: each one is transformed and coded on its own, so chunks run on a
+thread pool (the heavy work releases the GIL) and the container's bytes do not depend on the
+thread count. Results are written in source order through a bounded window, so memory stays
+at about ``threads × 2`` chunks whatever the file size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import numpy as np
+import xxhash
+
+from .codecs import get_codec
+from .codecs.select import CodecPolicy, encode_stream, policy_for_level
+from .container.format import CHUNK_DTYPE, CHUNK_MAGIC, MAX_CHUNK_RAW, NO_CONTEXT, STREAM_DTYPE
+from .container.frames import StreamInfo, build_frame, parse_frame
+from .container.index import Index, SegmentEntry
+from .container.writer import ContainerWriter
+from .errors import CorruptDataError, FormatError
+from .readers.base import TENSOR, Layout
+from .stages import Transform, get_transform, transform_for
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "ChunkPlan",
+    "CompressOptions",
+    "compress_layout",
+    "decode_chunk",
+    "encode_chunk",
+    "iter_decoded",
+    "plan_chunks",
+    "resolve_threads",
+]
+
+DEFAULT_CHUNK_SIZE = 1 << 20
+MIN_CHUNK_SIZE = 4 << 10
+
+Progress = Callable[[int, int], None]  # called with (source bytes done, source bytes in all)
+
+
+def resolve_threads(threads: int | None) -> int:
+    """``0``/``None`` means one thread per core (capped at 32)."""
+    if not threads:
+        return max(1, min(32, os.cpu_count() or 1))
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0, got {threads}")
+    return threads
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    """Settings that determine the container's bytes (thread count does not)."""
+
+    level: str = "default"
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+
+    def __post_init__(self) -> None:
+        if not MIN_CHUNK_SIZE <= self.chunk_size <= MAX_CHUNK_RAW:
+            raise ValueError(
+                f"chunk size {self.chunk_size} is outside {MIN_CHUNK_SIZE}..{MAX_CHUNK_RAW} bytes"
+            )
+        policy_for_level(self.level)  # validates the name
+
+    def to_json(self) -> dict:
+        return {"level": self.level, "chunk_size": self.chunk_size}
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    segment: int
+    offset: int
+    size: int
+    transform: Transform
+
+
+def plan_chunks(layout: Layout, chunk_size: int) -> tuple[list[ChunkPlan], list[tuple[int, int]]]:
+    """Cut every segment into chunks of at most ``chunk_size`` bytes (whole elements).
+
+    Returns the chunks in source order and, per segment, ``(first_chunk, n_chunks)``.
+    """
+    plans: list[ChunkPlan] = []
+    ranges = []
+    for i, seg in enumerate(layout.segments):
+        t = transform_for(seg.dtype if seg.kind == TENSOR else None)
+        if seg.size % t.itemsize:
+            t = transform_for(None)  # not whole elements (unknown packing): code the bytes whole
+        step = max(t.itemsize, chunk_size - chunk_size % t.itemsize)
+        first = len(plans)
+        for off in range(seg.offset, seg.end, step):
+            plans.append(ChunkPlan(i, off, min(step, seg.end - off), t))
+        ranges.append((first, len(plans) - first))
+    return plans, ranges
+
+
+@dataclass
+class EncodedChunk:
+    parts: list
+    frame_size: int
+    transform_id: int
+    raw_size: int
+    streams: list[StreamInfo]
+    seconds: float
+
+
+def encode_chunk(raw: np.ndarray, src_offset: int, transform: Transform, policy: CodecPolicy) -> EncodedChunk:
+    """Transform and code one chunk into a frame (``raw`` is never modified)."""
+    t0 = time.perf_counter()
+    infos, payloads = [], []
+    for s, kind in zip(transform.forward(raw), transform.stream_kinds):
+        codec_id, payload = encode_stream(s, kind, policy)
+        n = memoryview(payload).nbytes
+        infos.append(StreamInfo(codec_id, NO_CONTEXT, int(s.size), n))
+        payloads.append(payload)
+    raw_check = xxhash.xxh3_64_intdigest(raw, seed=src_offset)
+    parts = build_frame(CHUNK_MAGIC, transform.transform_id, src_offset, int(raw.size), raw_check, infos, payloads)
+    size = sum(memoryview(p).nbytes for p in parts)
+    return EncodedChunk(parts, size, transform.transform_id, int(raw.size), infos, time.perf_counter() - t0)
+
+
+def decode_chunk(buf, out: np.ndarray, *, row=None, path=None, offset: int | None = None) -> None:
+    """Decode the frame in ``buf`` into ``out`` (uint8, the chunk's exact size) and verify it.
+
+    ``row`` (the chunk's index entry) is cross-checked against the frame when given.
+    """
+    frame = parse_frame(buf, path=path, offset=offset)
+    h = frame.header
+    if h.magic != CHUNK_MAGIC:
+        raise FormatError("expected a chunk frame", path=path, offset=offset)
+    if h.raw_size != out.size:
+        raise FormatError(f"chunk holds {h.raw_size} bytes, expected {out.size}", path=path, offset=offset)
+    if row is not None and (
+        h.transform != int(row["transform"]) or h.src_offset != int(row["src_offset"]) or h.n_streams != int(row["n_streams"])
+    ):
+        raise FormatError("frame does not match its index entry", path=path, offset=offset)
+    t = get_transform(h.transform)
+    if t is None:
+        raise FormatError(f"unknown transform id {h.transform}", path=path, offset=offset)
+    if h.n_streams != t.n_streams or h.raw_size % t.itemsize:
+        raise FormatError(f"{t.name} frame has a wrong shape", path=path, offset=offset)
+    sizes = t.stream_sizes(h.raw_size)
+    streams = []
+    try:
+        for info, payload, want in zip(frame.streams, frame.payloads, sizes):
+            if info.decoded_size != want:
+                raise FormatError(
+                    f"stream decodes to {info.decoded_size} bytes, {t.name} needs {want}", path=path, offset=offset
+                )
+            if info.codec == 0:  # raw: use the payload in place
+                if len(payload) != want:
+                    raise CorruptDataError("raw stream has the wrong size", path=path, offset=offset)
+                streams.append(np.frombuffer(payload, np.uint8))
+            else:
+                s = out if t.n_streams == 1 else np.empty(want, np.uint8)
+                get_codec(info.codec).decode(payload, s)
+                streams.append(s)
+        if not (t.n_streams == 1 and streams[0] is out):
+            t.inverse(streams, out)
+    except CorruptDataError as e:
+        raise (e.with_path(path) if path else e) from None
+    if xxhash.xxh3_64_intdigest(out, seed=h.src_offset) != frame.raw_check:
+        raise CorruptDataError("chunk content checksum mismatch after decoding", path=path, offset=offset)
+
+
+@dataclass
+class CompressResult:
+    index: Index
+    output_size: int
+    seconds: float
+    chunk_seconds: dict[str, float] = field(default_factory=dict)  # worker time per dtype
+
+
+def _windowed(items: list, fn: Callable, threads: int) -> Iterator:
+    """Map ``fn`` over ``items`` on ``threads`` threads; yield results in order, bounded."""
+    if threads <= 1 or len(items) <= 1:
+        for it in items:
+            yield fn(it)
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="zipmodel") as ex:
+        pending: deque[Future] = deque()
+        it = iter(items)
+        for x in it:
+            pending.append(ex.submit(fn, x))
+            if len(pending) >= 2 * threads:
+                break
+        try:
+            while pending:
+                res = pending.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(ex.submit(fn, nxt))
+                yield res
+        finally:
+            for f in pending:
+                f.cancel()
+
+
+def compress_layout(
+    data: np.ndarray,
+    layout: Layout,
+    out: BinaryIO,
+    *,
+    source_name: str,
+    options: CompressOptions = CompressOptions(),
+    threads: int = 0,
+    progress: Progress | None = None,
+) -> CompressResult:
+    """Write the container for ``data`` (the whole source, uint8) described by ``layout``."""
+    t0 = time.perf_counter()
+    threads = resolve_threads(threads)
+    policy = policy_for_level(options.level)
+    plans, ranges = plan_chunks(layout, options.chunk_size)
+    writer = ContainerWriter(out)
+    sha = hashlib.sha256()
+    chunk_rows = np.zeros(len(plans), CHUNK_DTYPE)
+    stream_rows = []
+    seconds: dict[str, float] = {}
+
+    def work(p: ChunkPlan) -> EncodedChunk:
+        return encode_chunk(data[p.offset : p.offset + p.size], p.offset, p.transform, policy)
+
+    done = 0
+    for i, (p, enc) in enumerate(zip(plans, _windowed(plans, work, threads))):
+        sha.update(data[p.offset : p.offset + p.size])
+        off, size = writer.write_frame(enc.parts)
+        chunk_rows[i] = (p.offset, off, size, p.size, enc.transform_id, len(enc.streams), 0, len(stream_rows))
+        stream_rows.extend((s.codec, s.context, 0, s.decoded_size, s.encoded_size) for s in enc.streams)
+        seg = layout.segments[p.segment]
+        key = seg.dtype if seg.kind == TENSOR else "verbatim"
+        seconds[key] = seconds.get(key, 0.0) + enc.seconds
+        done += p.size
+        if progress:
+            progress(done, layout.size)
+    index = Index(
+        source={"name": source_name, "size": layout.size, "sha256": sha.hexdigest(), "format": layout.format},
+        segments=[SegmentEntry(s, f, n) for s, (f, n) in zip(layout.segments, ranges)],
+        chunks=chunk_rows,
+        streams=np.array(stream_rows, STREAM_DTYPE) if stream_rows else np.zeros(0, STREAM_DTYPE),
+        options=options.to_json(),
+        metadata=layout.metadata,
+        writer=f"zipmodel {_version()}",
+    )
+    total = writer.finish(index)
+    return CompressResult(index, total, time.perf_counter() - t0, seconds)
+
+
+def iter_decoded(
+    reader,
+    chunks: range | list[int] | None = None,
+    *,
+    threads: int = 0,
+    out: np.ndarray | None = None,
+    base: int = 0,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode chunks (all by default) on ``threads`` threads; yield ``(chunk, bytes)`` in order.
+
+    With ``out`` each chunk is decoded in place into ``out[src_offset - base:...]`` (``out``
+    then covers the source from byte ``base``); otherwise every chunk gets its own array.
+    """
+    rows = reader.index.chunks
+    todo = list(range(len(rows))) if chunks is None else list(chunks)
+    threads = resolve_threads(threads)
+
+    def work(i: int) -> tuple[int, np.ndarray]:
+        row = rows[i]
+        off, size = int(row["src_offset"]), int(row["raw_size"])
+        buf = out[off - base : off - base + size] if out is not None else np.empty(size, np.uint8)
+        decode_chunk(reader.read_frame(i), buf, row=row, path=reader.name, offset=int(row["frame_offset"]))
+        return i, buf
+
+    yield from _windowed(todo, work, threads)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
