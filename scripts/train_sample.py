@@ -99,7 +99,11 @@ def main() -> None:
         else:
             tensors[k] = v.to(torch.bfloat16).contiguous()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(args.out), metadata={"format": "pt", "trained_by": "zipmodel scripts/train_sample.py"})
+    save_file(
+        tensors,
+        str(args.out),
+        metadata={"format": "pt", "trained_by": "zipmodel scripts/train_sample.py"},
+    )
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes, {len(tensors)} tensors)")
 
 

@@ -40,10 +40,24 @@ __all__ = [
     "verify_file",
 ]
 
-_API = {"compress_bytes", "compress_file", "decompress_bytes", "decompress_file", "open", "verify_file"}
+_API = {
+    "compress_bytes",
+    "compress_file",
+    "decompress_bytes",
+    "decompress_file",
+    "open",
+    "verify_file",
+}
 
 if TYPE_CHECKING:
-    from .api import compress_bytes, compress_file, decompress_bytes, decompress_file, open, verify_file
+    from .api import (
+        compress_bytes,
+        compress_file,
+        decompress_bytes,
+        decompress_file,
+        open,
+        verify_file,
+    )
 
 
 def __getattr__(name: str) -> Any:

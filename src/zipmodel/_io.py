@@ -36,7 +36,7 @@ class Source:
         """Map ``path`` read-only. Directories and missing files raise ``ZipmodelError``."""
         p = Path(path)
         try:
-            f = open(p, "rb")
+            f = open(p, "rb")  # noqa: SIM115 (closed below, after mapping)
         except FileNotFoundError:
             raise ZipmodelError("no such file", path=p) from None
         except IsADirectoryError:

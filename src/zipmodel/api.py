@@ -181,8 +181,13 @@ def compress_file(
 
         def run(out: BinaryIO):
             return compress_layout(
-                source.data, layout, out, source_name=Path(src).name, options=options,
-                threads=threads, progress=progress,
+                source.data,
+                layout,
+                out,
+                source_name=Path(src).name,
+                options=options,
+                threads=threads,
+                progress=progress,
             )
 
         if _is_fileobj(dst):
@@ -215,12 +220,19 @@ def compress_bytes(
     layout = read_layout(source.data, format=format, dtype=_hint(dtype))
     out = io.BytesIO()
     compress_layout(
-        source.data, layout, out, source_name=name, options=_options(level, chunk_size), threads=threads
+        source.data,
+        layout,
+        out,
+        source_name=name,
+        options=_options(level, chunk_size),
+        threads=threads,
     )
     return out.getvalue()
 
 
-def decompress_bytes(data, *, threads: int = 0, out: np.ndarray | None = None) -> bytes | np.ndarray:
+def decompress_bytes(
+    data, *, threads: int = 0, out: np.ndarray | None = None
+) -> bytes | np.ndarray:
     """Decompress container bytes; returns the original bytes.
 
     With ``out`` (a writable uint8 array of the original size) the result is decoded into it,
@@ -255,6 +267,8 @@ def decompress_file(
     """
     t0 = time.perf_counter()
     src_name = getattr(src, "name", "<stream>") if _is_readable(src) else src
+    if not _is_fileobj(dst):
+        dst = Path(dst) if dst is not None else default_output(src_name, decompress=True)
     with ContainerReader(src) as reader:
         size = int(reader.index.source["size"])
         sha = hashlib.sha256() if check_sha256 else None
@@ -270,8 +284,7 @@ def decompress_file(
             _check_sha(sha, reader, src_name)
             dst_name = getattr(dst, "name", "<stream>")
         else:
-            dst_path = Path(dst) if dst is not None else default_output(src_name, decompress=True)
-            with atomic_output(dst_path, force=force) as (fd, _tmp):
+            with atomic_output(dst, force=force) as (fd, _tmp):
                 os.ftruncate(fd, size)
                 for i, buf in iter_decoded(reader, threads=threads):
                     off = int(reader.index.chunks[i]["src_offset"])
@@ -285,9 +298,14 @@ def decompress_file(
                     if progress:
                         progress(done, size)
                 _check_sha(sha, reader, src_name)
-            dst_name = str(dst_path)
+            dst_name = str(dst)
         return DecompressReport(
-            str(src_name), str(dst_name), reader.file_size, size, time.perf_counter() - t0, sha is not None
+            str(src_name),
+            str(dst_name),
+            reader.file_size,
+            size,
+            time.perf_counter() - t0,
+            sha is not None,
         )
 
 
@@ -333,7 +351,9 @@ def verify_file(
                     off = int(idx.chunks[i]["src_offset"])
                     if not np.array_equal(ref.data[off : off + buf.size], buf):
                         bad = off + int(np.flatnonzero(ref.data[off : off + buf.size] != buf)[0])
-                        raise VerifyMismatchError(f"differs from {against} at byte {bad}", path=path)
+                        raise VerifyMismatchError(
+                            f"differs from {against} at byte {bad}", path=path
+                        )
                 done += buf.size
                 if progress:
                     progress(done, size)
@@ -346,7 +366,11 @@ def verify_file(
                 path=path,
             )
         return VerifyReport(
-            str(path), size, sha.hexdigest(), time.perf_counter() - t0, str(against) if against else None
+            str(path),
+            size,
+            sha.hexdigest(),
+            time.perf_counter() - t0,
+            str(against) if against else None,
         )
 
 
@@ -416,7 +440,9 @@ class ZmFile:
         e = self._entry(name)
         out = np.empty(e.segment.size, np.uint8)
         chunks = range(e.first_chunk, e.first_chunk + e.n_chunks)
-        for _ in iter_decoded(self._reader, chunks, threads=self.threads, out=out, base=e.segment.offset):
+        for _ in iter_decoded(
+            self._reader, chunks, threads=self.threads, out=out, base=e.segment.offset
+        ):
             pass
         return out
 
@@ -457,8 +483,6 @@ class ZmFile:
         return f"<ZmFile {self.name!r}: {len(self)} tensors>"
 
 
-def open(file: str | os.PathLike | BinaryIO, *, threads: int = 0) -> ZmFile:  # noqa: A001
+def open(file: str | os.PathLike | BinaryIO, *, threads: int = 0) -> ZmFile:
     """Open a container for lazy reading: ``keys()``, ``metadata()``, ``get_tensor(name)``."""
     return ZmFile(file, threads=threads)
-
-

@@ -26,7 +26,7 @@ from .container.format import CHUNK_DTYPE, CHUNK_MAGIC, MAX_CHUNK_RAW, NO_CONTEX
 from .container.frames import StreamInfo, build_frame, parse_frame
 from .container.index import Index, SegmentEntry
 from .container.writer import ContainerWriter
-from .errors import CorruptDataError, FormatError
+from .errors import CorruptDataError, FormatError, ZipmodelError
 from .readers.base import TENSOR, Layout
 from .stages import Transform, get_transform, transform_for
 
@@ -112,7 +112,9 @@ class EncodedChunk:
     seconds: float
 
 
-def encode_chunk(raw: np.ndarray, src_offset: int, transform: Transform, policy: CodecPolicy) -> EncodedChunk:
+def encode_chunk(
+    raw: np.ndarray, src_offset: int, transform: Transform, policy: CodecPolicy
+) -> EncodedChunk:
     """Transform and code one chunk into a frame (``raw`` is never modified)."""
     t0 = time.perf_counter()
     infos, payloads = [], []
@@ -122,9 +124,13 @@ def encode_chunk(raw: np.ndarray, src_offset: int, transform: Transform, policy:
         infos.append(StreamInfo(codec_id, NO_CONTEXT, int(s.size), n))
         payloads.append(payload)
     raw_check = xxhash.xxh3_64_intdigest(raw, seed=src_offset)
-    parts = build_frame(CHUNK_MAGIC, transform.transform_id, src_offset, int(raw.size), raw_check, infos, payloads)
+    parts = build_frame(
+        CHUNK_MAGIC, transform.transform_id, src_offset, int(raw.size), raw_check, infos, payloads
+    )
     size = sum(memoryview(p).nbytes for p in parts)
-    return EncodedChunk(parts, size, transform.transform_id, int(raw.size), infos, time.perf_counter() - t0)
+    return EncodedChunk(
+        parts, size, transform.transform_id, int(raw.size), infos, time.perf_counter() - t0
+    )
 
 
 def decode_chunk(buf, out: np.ndarray, *, row=None, path=None, offset: int | None = None) -> None:
@@ -137,9 +143,13 @@ def decode_chunk(buf, out: np.ndarray, *, row=None, path=None, offset: int | Non
     if h.magic != CHUNK_MAGIC:
         raise FormatError("expected a chunk frame", path=path, offset=offset)
     if h.raw_size != out.size:
-        raise FormatError(f"chunk holds {h.raw_size} bytes, expected {out.size}", path=path, offset=offset)
+        raise FormatError(
+            f"chunk holds {h.raw_size} bytes, expected {out.size}", path=path, offset=offset
+        )
     if row is not None and (
-        h.transform != int(row["transform"]) or h.src_offset != int(row["src_offset"]) or h.n_streams != int(row["n_streams"])
+        h.transform != int(row["transform"])
+        or h.src_offset != int(row["src_offset"])
+        or h.n_streams != int(row["n_streams"])
     ):
         raise FormatError("frame does not match its index entry", path=path, offset=offset)
     t = get_transform(h.transform)
@@ -153,11 +163,15 @@ def decode_chunk(buf, out: np.ndarray, *, row=None, path=None, offset: int | Non
         for info, payload, want in zip(frame.streams, frame.payloads, sizes):
             if info.decoded_size != want:
                 raise FormatError(
-                    f"stream decodes to {info.decoded_size} bytes, {t.name} needs {want}", path=path, offset=offset
+                    f"stream decodes to {info.decoded_size} bytes, {t.name} needs {want}",
+                    path=path,
+                    offset=offset,
                 )
             if info.codec == 0:  # raw: use the payload in place
                 if len(payload) != want:
-                    raise CorruptDataError("raw stream has the wrong size", path=path, offset=offset)
+                    raise CorruptDataError(
+                        "raw stream has the wrong size", path=path, offset=offset
+                    )
                 streams.append(np.frombuffer(payload, np.uint8))
             else:
                 s = out if t.n_streams == 1 else np.empty(want, np.uint8)
@@ -165,10 +179,12 @@ def decode_chunk(buf, out: np.ndarray, *, row=None, path=None, offset: int | Non
                 streams.append(s)
         if not (t.n_streams == 1 and streams[0] is out):
             t.inverse(streams, out)
-    except CorruptDataError as e:
+    except ZipmodelError as e:  # codecs do not know the file name
         raise (e.with_path(path) if path else e) from None
     if xxhash.xxh3_64_intdigest(out, seed=h.src_offset) != frame.raw_check:
-        raise CorruptDataError("chunk content checksum mismatch after decoding", path=path, offset=offset)
+        raise CorruptDataError(
+            "chunk content checksum mismatch after decoding", path=path, offset=offset
+        )
 
 
 @dataclass
@@ -232,8 +248,19 @@ def compress_layout(
     for i, (p, enc) in enumerate(zip(plans, _windowed(plans, work, threads))):
         sha.update(data[p.offset : p.offset + p.size])
         off, size = writer.write_frame(enc.parts)
-        chunk_rows[i] = (p.offset, off, size, p.size, enc.transform_id, len(enc.streams), 0, len(stream_rows))
-        stream_rows.extend((s.codec, s.context, 0, s.decoded_size, s.encoded_size) for s in enc.streams)
+        chunk_rows[i] = (
+            p.offset,
+            off,
+            size,
+            p.size,
+            enc.transform_id,
+            len(enc.streams),
+            0,
+            len(stream_rows),
+        )
+        stream_rows.extend(
+            (s.codec, s.context, 0, s.decoded_size, s.encoded_size) for s in enc.streams
+        )
         seg = layout.segments[p.segment]
         key = seg.dtype if seg.kind == TENSOR else "verbatim"
         seconds[key] = seconds.get(key, 0.0) + enc.seconds
@@ -241,7 +268,12 @@ def compress_layout(
         if progress:
             progress(done, layout.size)
     index = Index(
-        source={"name": source_name, "size": layout.size, "sha256": sha.hexdigest(), "format": layout.format},
+        source={
+            "name": source_name,
+            "size": layout.size,
+            "sha256": sha.hexdigest(),
+            "format": layout.format,
+        },
         segments=[SegmentEntry(s, f, n) for s, (f, n) in zip(layout.segments, ranges)],
         chunks=chunk_rows,
         streams=np.array(stream_rows, STREAM_DTYPE) if stream_rows else np.zeros(0, STREAM_DTYPE),
@@ -274,7 +306,9 @@ def iter_decoded(
         row = rows[i]
         off, size = int(row["src_offset"]), int(row["raw_size"])
         buf = out[off - base : off - base + size] if out is not None else np.empty(size, np.uint8)
-        decode_chunk(reader.read_frame(i), buf, row=row, path=reader.name, offset=int(row["frame_offset"]))
+        decode_chunk(
+            reader.read_frame(i), buf, row=row, path=reader.name, offset=int(row["frame_offset"])
+        )
         return i, buf
 
     yield from _windowed(todo, work, threads)

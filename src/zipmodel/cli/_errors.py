@@ -31,7 +31,10 @@ def message_for(exc: BaseException) -> tuple[str, str]:
         return f"{where}{exc.strerror or exc}", ""
     if isinstance(exc, MemoryError):
         return "out of memory", "lower -T/--threads or --chunk-size"
-    return f"{type(exc).__name__}: {exc}", "this is a bug in zipmodel; please report it with the command you ran"
+    return (
+        f"{type(exc).__name__}: {exc}",
+        "this is a bug in zipmodel; please report it with the command you ran",
+    )
 
 
 def exit_code_for(exc: BaseException, *, verifying: bool = False) -> int:

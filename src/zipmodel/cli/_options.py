@@ -56,8 +56,19 @@ def write_options(f):
         is_flag=True,
         help="Delete each input once its output has been written and verified.",
     )(f)
-    f = click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs (and write binary data to a terminal).")(f)
-    f = click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write the output to standard output (one input only).")(f)
+    f = click.option(
+        "-f",
+        "--force",
+        is_flag=True,
+        help="Overwrite existing outputs (and write binary data to a terminal).",
+    )(f)
+    f = click.option(
+        "-c",
+        "--stdout",
+        "to_stdout",
+        is_flag=True,
+        help="Write the output to standard output (one input only).",
+    )(f)
     f = click.option(
         "-o",
         "--output",

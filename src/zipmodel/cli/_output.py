@@ -27,7 +27,11 @@ class Output:
         self.quiet = quiet
         self.json_mode = json_mode
         self.show_progress = (
-            progress and not quiet and not json_mode and _stderr_is_tty() and os.environ.get("CI", "") in ("", "0", "false")
+            progress
+            and not quiet
+            and not json_mode
+            and _stderr_is_tty()
+            and os.environ.get("CI", "") in ("", "0", "false")
         )
         self._console = None
 
@@ -36,7 +40,11 @@ class Output:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
+            # Off a terminal (logs, CI), do not squeeze tables into 80 columns.
+            width = None if _stderr_is_tty() else 200
+            self._console = Console(
+                stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False, width=width
+            )
         return self._console
 
     def line(self, text: str) -> None:

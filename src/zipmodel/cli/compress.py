@@ -47,7 +47,21 @@ from ._output import Output, dtype_table, human_bytes
     help="Input format; auto detects it from the content. raw codes the file as opaque bytes.",
 )
 @output_options
-def compress(paths, output, to_stdout, force, remove, threads, level, chunk_size, dtype, fmt, quiet, json_mode, no_progress):
+def compress(
+    paths,
+    output,
+    to_stdout,
+    force,
+    remove,
+    threads,
+    level,
+    chunk_size,
+    dtype,
+    fmt,
+    quiet,
+    json_mode,
+    no_progress,
+):
     """Compress model files: PATH -> PATH.zm, losslessly.
 
     Inputs are never modified and kept unless --rm. Each output is written to a temporary file
@@ -68,12 +82,21 @@ def compress(paths, output, to_stdout, force, remove, threads, level, chunk_size
         try:
             stdout_mode = to_stdout or (path == "-" and not output)
             if stdout_mode and sys.stdout.isatty() and not force:
-                raise click.UsageError("refusing to write binary data to a terminal (use -f, or redirect)")
+                raise click.UsageError(
+                    "refusing to write binary data to a terminal (use -f, or redirect)"
+                )
             if path == "-":
                 if remove:
                     raise click.UsageError("--rm cannot be used with standard input")
                 data = sys.stdin.buffer.read()
-                blob = api.compress_bytes(data, level=level, chunk_size=chunk_size, dtype=dtype, format=fmt, threads=threads)
+                blob = api.compress_bytes(
+                    data,
+                    level=level,
+                    chunk_size=chunk_size,
+                    dtype=dtype,
+                    format=fmt,
+                    threads=threads,
+                )
                 if stdout_mode:
                     sys.stdout.buffer.write(blob)
                     sys.stdout.buffer.flush()
@@ -123,8 +146,5 @@ def compress(paths, output, to_stdout, force, remove, threads, level, chunk_size
 def _write_atomic(path: str, blob: bytes, force: bool) -> None:
     from .._io import atomic_output
 
-    with atomic_output(path, force=force) as (fd, _):
-        with os.fdopen(fd, "wb", closefd=False) as f:
-            f.write(blob)
-
-
+    with atomic_output(path, force=force) as (fd, _), os.fdopen(fd, "wb", closefd=False) as f:
+        f.write(blob)

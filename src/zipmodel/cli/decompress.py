@@ -24,7 +24,9 @@ from ._output import Output, human_bytes
     "at compression (per-chunk checksums are always verified).",
 )
 @output_options
-def decompress(paths, output, to_stdout, force, remove, threads, check, quiet, json_mode, no_progress):
+def decompress(
+    paths, output, to_stdout, force, remove, threads, check, quiet, json_mode, no_progress
+):
     """Restore the original files: PATH.zm -> PATH, byte for byte.
 
     Every frame and chunk checksum is verified while decoding; a damaged container fails with
@@ -44,7 +46,9 @@ def decompress(paths, output, to_stdout, force, remove, threads, check, quiet, j
         try:
             stdout_mode = to_stdout or (path == "-" and not output)
             if stdout_mode and sys.stdout.isatty() and not force:
-                raise click.UsageError("refusing to write binary data to a terminal (use -f, or redirect)")
+                raise click.UsageError(
+                    "refusing to write binary data to a terminal (use -f, or redirect)"
+                )
             if path == "-" and remove:
                 raise click.UsageError("--rm cannot be used with standard input")
             src = io.BytesIO(sys.stdin.buffer.read()) if path == "-" else path

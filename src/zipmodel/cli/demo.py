@@ -31,7 +31,11 @@ def sample_path() -> Path:
     help="Keep the files here (default: a temporary folder, removed afterwards).",
 )
 @click.option(
-    "-l", "--level", type=click.Choice(["fast", "default", "max"]), default="default", show_default=True,
+    "-l",
+    "--level",
+    type=click.Choice(["fast", "default", "max"]),
+    default="default",
+    show_default=True,
     help="Compression level to demonstrate.",
 )
 @threads_option
@@ -72,7 +76,9 @@ def demo(workdir, level, threads):
         with api.open(rep.output) as f:
             name = f.keys()[0]
             t = f.get_tensor(name)
-            out.line(f"zipmodel.open(...).get_tensor({name!r}) -> {t.dtype} {list(t.shape)} (read {f.bytes_read} bytes)")
+            out.line(
+                f"zipmodel.open(...).get_tensor({name!r}) -> {t.dtype} {list(t.shape)} (read {f.bytes_read} bytes)"
+            )
         out.line("round trip is byte-identical" + (f"; files kept in {wd}" if tmp is None else ""))
     finally:
         if tmp is not None:

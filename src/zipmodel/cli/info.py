@@ -54,7 +54,9 @@ def info(paths, json_mode, tensors, sort):
             )
             out.line(f"  sha256 {s.sha256}")
             out.table(dtype_table(s))
-            show = tensors if tensors is not None else (len(s.tensors) <= 200 and sys.stderr.isatty())
+            show = (
+                tensors if tensors is not None else (len(s.tensors) <= 200 and sys.stderr.isatty())
+            )
             if show and s.tensors:
                 out.table(_tensor_table(s.tensors, sort))
         except Exception as exc:
@@ -75,12 +77,26 @@ def _tensor_table(rows, sort):
     }.get(sort)
     rows = sorted(rows, key=key) if key else rows
     t = Table(header_style="bold")
-    for col, just in [("tensor", "left"), ("dtype", "left"), ("shape", "left"), ("original", "right"),
-                      ("compressed", "right"), ("ratio", "right"), ("stage", "left"), ("codecs", "left")]:
+    for col, just in [
+        ("tensor", "left"),
+        ("dtype", "left"),
+        ("shape", "left"),
+        ("original", "right"),
+        ("compressed", "right"),
+        ("ratio", "right"),
+        ("stage", "left"),
+        ("codecs", "left"),
+    ]:
         t.add_column(col, justify=just)
     for r in rows:
         t.add_row(
-            r.name, r.dtype, "×".join(map(str, r.shape)) or "scalar", human_bytes(r.original_bytes),
-            human_bytes(r.compressed_bytes), f"{100 * r.ratio:.1f}%", r.transform, codec_mix(r.codecs),
+            r.name,
+            r.dtype,
+            "×".join(map(str, r.shape)) or "scalar",
+            human_bytes(r.original_bytes),
+            human_bytes(r.compressed_bytes),
+            f"{100 * r.ratio:.1f}%",
+            r.transform,
+            codec_mix(r.codecs),
         )
     return t

@@ -26,7 +26,7 @@ from .zstd import ZstdCodec
 
 __all__ = ["LEVELS", "CodecPolicy", "encode_stream", "entropy_bytes", "policy_for_level"]
 
-Buffer = Union[bytes, np.ndarray]
+Buffer = Union[bytes, np.ndarray]  # noqa: UP007 (a runtime alias on 3.10)
 RAW, CONST = RawCodec.codec_id, ConstCodec.codec_id
 LEVELS = ("fast", "default", "max")
 

@@ -86,19 +86,27 @@ def parse_frame_header(buf, *, path=None, offset: int | None = None) -> FrameHea
     """Parse and sanity-check a 32-byte frame header (the checksum is checked later)."""
     if len(buf) < FRAME_HEADER.size:
         raise FormatError(
-            f"truncated frame header: {len(buf)} of {FRAME_HEADER.size} bytes", path=path, offset=offset
+            f"truncated frame header: {len(buf)} of {FRAME_HEADER.size} bytes",
+            path=path,
+            offset=offset,
         )
     h = FrameHeader(*FRAME_HEADER.unpack_from(buf))
     if h.magic not in (CHUNK_MAGIC, INDEX_MAGIC):
         raise FormatError(f"bad frame magic {h.magic!r}", path=path, offset=offset)
     if h.n_streams == 0 or h.n_streams > MAX_STREAMS:
-        raise FormatError(f"frame has {h.n_streams} streams (1..{MAX_STREAMS})", path=path, offset=offset)
+        raise FormatError(
+            f"frame has {h.n_streams} streams (1..{MAX_STREAMS})", path=path, offset=offset
+        )
     if h.magic == CHUNK_MAGIC and h.raw_size > MAX_CHUNK_RAW:
         raise FormatError(
-            f"chunk claims {h.raw_size} bytes, over the {MAX_CHUNK_RAW}-byte limit", path=path, offset=offset
+            f"chunk claims {h.raw_size} bytes, over the {MAX_CHUNK_RAW}-byte limit",
+            path=path,
+            offset=offset,
         )
     if h.body_size < h.n_streams * STREAM_ENTRY.size + RAW_CHECK.size:
-        raise FormatError(f"frame body of {h.body_size} bytes is too short", path=path, offset=offset)
+        raise FormatError(
+            f"frame body of {h.body_size} bytes is too short", path=path, offset=offset
+        )
     return h
 
 
@@ -107,7 +115,9 @@ def parse_frame(buf, *, path=None, offset: int | None = None) -> Frame:
     mv = memoryview(buf).cast("B")
     h = parse_frame_header(mv, path=path, offset=offset)
     if len(mv) != h.size:
-        raise FormatError(f"frame is {len(mv)} bytes, its header says {h.size}", path=path, offset=offset)
+        raise FormatError(
+            f"frame is {len(mv)} bytes, its header says {h.size}", path=path, offset=offset
+        )
     hasher = xxhash.xxh3_64(mv[:FRAME_CHECKED])
     hasher.update(mv[FRAME_HEADER.size :])
     if hasher.intdigest() != h.check:
@@ -119,7 +129,9 @@ def parse_frame(buf, *, path=None, offset: int | None = None) -> Frame:
     pos = FRAME_HEADER.size
     streams = []
     for _ in range(h.n_streams):
-        streams.append(StreamInfo(*(v for i, v in enumerate(STREAM_ENTRY.unpack_from(mv, pos)) if i != 2)))
+        streams.append(
+            StreamInfo(*(v for i, v in enumerate(STREAM_ENTRY.unpack_from(mv, pos)) if i != 2))
+        )
         pos += STREAM_ENTRY.size
     (raw_check,) = RAW_CHECK.unpack_from(mv, pos)
     pos += RAW_CHECK.size

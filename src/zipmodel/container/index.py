@@ -23,6 +23,7 @@ from .format import (
     CHUNK_DTYPE,
     FILE_HEADER,
     FORMAT_MAJOR,
+    FORMAT_MINOR,
     FRAME_HEADER,
     MAX_CHUNK_RAW,
     MAX_RANK,
@@ -62,7 +63,7 @@ class Index:
     metadata: dict[str, Any] = field(default_factory=dict)
     flags: int = 0
     writer: str = ""
-    format_version: tuple[int, int] = (FORMAT_MAJOR, 0)
+    format_version: tuple[int, int] = (FORMAT_MAJOR, FORMAT_MINOR)
 
     # -- serialisation -------------------------------------------------------------------
     def to_streams(self) -> list[bytes]:
@@ -190,7 +191,9 @@ class Index:
         if ns.min() < 1 or ns.max() > MAX_STREAMS:
             raise bad(f"a chunk has a stream count outside 1..{MAX_STREAMS}")
         first = ch["first_stream"].astype(np.int64)
-        if not np.array_equal(first, np.concatenate(([0], np.cumsum(ns)[:-1]))) or int(ns.sum()) != len(st):
+        if not np.array_equal(first, np.concatenate(([0], np.cumsum(ns)[:-1]))) or int(
+            ns.sum()
+        ) != len(st):
             raise bad("stream table does not match the chunks' stream counts")
         # frames in order, no overlap, inside [file header, index)
         fo = ch["frame_offset"].astype(np.uint64)
@@ -214,7 +217,9 @@ class Index:
         for tid in np.unique(ch["transform"]):
             t = get_transform(int(tid))
             if t is None:
-                raise UnsupportedError(f"unknown transform id {int(tid)}", path=path, hint="pip install -U zipmodel")
+                raise UnsupportedError(
+                    f"unknown transform id {int(tid)}", path=path, hint="pip install -U zipmodel"
+                )
             rows = np.flatnonzero(ch["transform"] == tid)
             if bool((ns[rows] != t.n_streams).any()):
                 raise bad(f"chunks of transform {t.name} have the wrong stream count")
@@ -237,14 +242,22 @@ def _parse_segment(i: int, s: Any, path) -> SegmentEntry:
         raise bad(f"has unknown kind {kind!r}")
     if type(off) is not int or type(size) is not int or off < 0 or size < 0:
         raise bad("has an invalid offset or size")
-    if not (isinstance(chunks, list) and len(chunks) == 2 and all(type(c) is int and c >= 0 for c in chunks)):
+    if not (
+        isinstance(chunks, list)
+        and len(chunks) == 2
+        and all(type(c) is int and c >= 0 for c in chunks)
+    ):
         raise bad("has an invalid chunk range")
     if kind == VERBATIM:
         return SegmentEntry(Segment(VERBATIM, off, size), chunks[0], chunks[1])
     name, dtype, shape = s.get("name"), s.get("dtype"), s.get("shape")
     if not isinstance(name, str) or not isinstance(dtype, str):
         raise bad("has no tensor name or dtype")
-    if not (isinstance(shape, list) and len(shape) <= MAX_RANK and all(type(d) is int and d >= 0 for d in shape)):
+    if not (
+        isinstance(shape, list)
+        and len(shape) <= MAX_RANK
+        and all(type(d) is int and d >= 0 for d in shape)
+    ):
         raise bad(f"has an invalid shape {shape!r}")
     dt = get_dtype(dtype)
     if dt is not None and dt.nbytes(tuple(shape)) != size:

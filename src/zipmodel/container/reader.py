@@ -41,14 +41,18 @@ def is_container(head: bytes) -> bool:
     return head[: len(FILE_MAGIC)] == FILE_MAGIC
 
 
-def check_file_header(buf: bytes, *, path=None) -> int:
-    """Validate the 16-byte file header; returns its flags."""
+def check_file_header(buf: bytes, *, path=None) -> tuple[int, int]:
+    """Validate the 16-byte file header; returns ``(minor version, flags)``."""
     if len(buf) < FILE_HEADER.size:
-        raise FormatError(f"file is too short for a zipmodel container ({len(buf)} bytes)", path=path)
+        raise FormatError(
+            f"file is too short for a zipmodel container ({len(buf)} bytes)", path=path
+        )
     magic, major, minor, flags = FILE_HEADER.unpack_from(buf)
     if magic != FILE_MAGIC:
         raise FormatError(
-            "not a zipmodel container (bad magic)", path=path, hint="compress it with: zipmodel compress FILE"
+            "not a zipmodel container (bad magic)",
+            path=path,
+            hint="compress it with: zipmodel compress FILE",
         )
     if major != FORMAT_MAJOR:
         raise UnsupportedError(
@@ -59,7 +63,7 @@ def check_file_header(buf: bytes, *, path=None) -> int:
     unknown = flags & FLAGS_REQUIRED_MASK & ~KNOWN_FLAGS
     if unknown:
         raise UnsupportedError(f"container uses unknown features (flags {unknown:#x})", path=path)
-    return flags
+    return minor, flags
 
 
 def decode_index_frame(buf, *, path=None, offset: int | None = None) -> Index:
@@ -75,7 +79,9 @@ def decode_index_frame(buf, *, path=None, offset: int | None = None) -> Index:
         limit = MAX_INDEX_RATIO * s.encoded_size + (1 << 20)
         if s.decoded_size > limit:
             raise FormatError(
-                f"index stream claims {s.decoded_size} bytes from {s.encoded_size}", path=path, offset=offset
+                f"index stream claims {s.decoded_size} bytes from {s.encoded_size}",
+                path=path,
+                offset=offset,
             )
         if s.codec == 0:
             data = bytes(payload)
@@ -84,9 +90,13 @@ def decode_index_frame(buf, *, path=None, offset: int | None = None) -> Index:
                 params = zstandard.get_frame_parameters(payload)
                 if params.content_size != s.decoded_size:
                     raise FormatError("index stream size mismatch", path=path, offset=offset)
-                data = zstandard.ZstdDecompressor().decompress(payload, max_output_size=s.decoded_size)
+                data = zstandard.ZstdDecompressor().decompress(
+                    payload, max_output_size=s.decoded_size
+                )
             except zstandard.ZstdError as e:
-                raise CorruptDataError(f"index stream is corrupt: {e}", path=path, offset=offset) from None
+                raise CorruptDataError(
+                    f"index stream is corrupt: {e}", path=path, offset=offset
+                ) from None
         else:
             raise FormatError(f"index stream uses codec {s.codec}", path=path, offset=offset)
         if len(data) != s.decoded_size:
@@ -110,7 +120,7 @@ class ContainerReader:
         if isinstance(file, (str, os.PathLike)):
             self.name = os.fspath(file)
             try:
-                self._f: BinaryIO = open(file, "rb")
+                self._f: BinaryIO = open(file, "rb")  # noqa: SIM115 (closed by close())
             except FileNotFoundError:
                 raise FormatError("no such file", path=self.name) from None
             except IsADirectoryError:
@@ -145,7 +155,9 @@ class ContainerReader:
                 self._f.seek(offset)
                 data = self._f.read(size)
         if len(data) != size:
-            raise FormatError(f"file is truncated: wanted {size} bytes", path=self.name, offset=offset)
+            raise FormatError(
+                f"file is truncated: wanted {size} bytes", path=self.name, offset=offset
+            )
         self.bytes_read += size
         return data
 
@@ -159,8 +171,10 @@ class ContainerReader:
             if not is_container(head):
                 raise FormatError("not a zipmodel container (bad magic)", path=path)
             raise FormatError(f"file is truncated ({self.file_size} bytes)", path=path)
-        self.flags = check_file_header(self._pread(0, FILE_HEADER.size), path=path)
-        idx_off, idx_size, magic = TRAILER.unpack(self._pread(self.file_size - TRAILER.size, TRAILER.size))
+        minor, self.flags = check_file_header(self._pread(0, FILE_HEADER.size), path=path)
+        idx_off, idx_size, magic = TRAILER.unpack(
+            self._pread(self.file_size - TRAILER.size, TRAILER.size)
+        )
         if magic != TRAILER_MAGIC:
             raise FormatError("trailer missing: the file is truncated or not finished", path=path)
         if idx_size < FRAME_HEADER.size or idx_size > MAX_INDEX_FRAME:
@@ -171,8 +185,9 @@ class ContainerReader:
             )
         self.index_offset = idx_off
         self.index = decode_index_frame(self._pread(idx_off, idx_size), path=path, offset=idx_off)
-        if (self.index.flags & FLAGS_REQUIRED_MASK) != (self.flags & FLAGS_REQUIRED_MASK):
-            raise FormatError("file header and index disagree on the feature flags", path=path)
+        # The file header is not checksummed: every field must agree with the (checked) index.
+        if self.index.flags != self.flags or self.index.format_version != (FORMAT_MAJOR, minor):
+            raise FormatError("file header and index disagree (version or flags)", path=path)
         self.index.validate(idx_off, path=path)
 
     # -- frames --------------------------------------------------------------------------

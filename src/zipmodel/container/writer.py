@@ -8,7 +8,15 @@ from typing import BinaryIO
 import numpy as np
 import xxhash
 
-from .format import FILE_HEADER, FILE_MAGIC, FORMAT_MAJOR, FORMAT_MINOR, INDEX_MAGIC, TRAILER, TRAILER_MAGIC
+from .format import (
+    FILE_HEADER,
+    FILE_MAGIC,
+    FORMAT_MAJOR,
+    FORMAT_MINOR,
+    INDEX_MAGIC,
+    TRAILER,
+    TRAILER_MAGIC,
+)
 from .frames import StreamInfo, build_frame
 from .index import Index
 
@@ -49,11 +57,15 @@ class ContainerWriter:
         for s in raw_streams:
             z = cctx.compress(s)
             payloads.append(z)
-            infos.append(StreamInfo(codec=2, context=0xFF, decoded_size=len(s), encoded_size=len(z)))
+            infos.append(
+                StreamInfo(codec=2, context=0xFF, decoded_size=len(s), encoded_size=len(z))
+            )
         h = xxhash.xxh3_64()
         for s in raw_streams:
             h.update(s)
-        parts = build_frame(INDEX_MAGIC, 0, 0, sum(len(s) for s in raw_streams), h.intdigest(), infos, payloads)
+        parts = build_frame(
+            INDEX_MAGIC, 0, 0, sum(len(s) for s in raw_streams), h.intdigest(), infos, payloads
+        )
         offset, size = self.write_frame(parts)
         self._write([TRAILER.pack(offset, size, TRAILER_MAGIC)])
         return self.pos

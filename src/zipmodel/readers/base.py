@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["VERBATIM", "TENSOR", "Layout", "Segment", "check_tiling"]
+__all__ = ["TENSOR", "VERBATIM", "Layout", "Segment", "check_tiling"]
 
 VERBATIM = "verbatim"
 TENSOR = "tensor"

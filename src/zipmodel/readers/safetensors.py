@@ -64,7 +64,9 @@ def read_safetensors(data: np.ndarray) -> Layout:
     if 8 + n > size:
         raise SafetensorsError(f"header length {n} runs past the end of the {size}-byte file")
     try:
-        header = json.loads(data[8 : 8 + n].tobytes().decode("utf-8"), object_pairs_hook=_no_duplicates)
+        header = json.loads(
+            data[8 : 8 + n].tobytes().decode("utf-8"), object_pairs_hook=_no_duplicates
+        )
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SafetensorsError(f"header is not valid UTF-8 JSON: {e}") from None
     if not isinstance(header, dict):

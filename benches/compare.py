@@ -1,0 +1,249 @@
+"""zipmodel against the lossless peers and zstd -3, side by side, in one run.
+
+    python benches/compare.py                              # corpus files, zipmodel + zstd -3
+    python benches/compare.py --peers all --runs 3         # + every peer set up by benches/peers/setup_peers.sh
+    python benches/compare.py --files a.safetensors --dtype-hint whisper_tiny_ct2.bin=f16
+
+Prints one table per file: compressed fraction (container bytes / original), compress and
+decompress MB/s (10^6 bytes of original per second, medians over --runs interleaved rounds) at
+each thread count, and whether the round trip was byte-identical. The order-0 floor is each
+stream of every tensor (after the float field split) entropy-coded on its own, headers raw.
+
+zipmodel is timed in-process on data already in memory (imports excluded): compress_bytes and
+decompress_bytes into a fresh buffer, the same allocation regime as the peers' in-memory APIs.
+Peers run in their own virtual environments through benches/peers/run_peer.py; see
+benches/peers/README.md for how each one is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import zstandard
+
+import zipmodel
+from zipmodel.api import compress_bytes, decompress_bytes
+from zipmodel.codecs.select import entropy_bytes
+from zipmodel.dtypes import dtype_from_hint
+from zipmodel.readers import read_layout
+from zipmodel.readers.base import TENSOR
+from zipmodel.stages import transform_for
+
+HERE = Path(__file__).resolve().parent
+CORPUS = Path(os.environ.get("ZIPMODEL_CORPUS", Path.home() / ".cache" / "zipmodel-corpus"))
+VENVS = Path(
+    os.environ.get("ZIPMODEL_BENCH_VENVS", Path.home() / ".cache" / "zipmodel-bench" / "venvs")
+)
+DEFAULT_FILES = ["minilm_bf16.safetensors", "minilm_fp32.safetensors", "whisper_tiny_ct2.bin"]
+DEFAULT_HINTS = {"whisper_tiny_ct2.bin": "f16"}
+PEER_SETTINGS = {
+    "zipnn": ["default"],
+    "glyd": ["max", "cold"],
+    "lmzip": ["default"],
+    "z4ai": ["default", "max"],
+    "openzl": ["default"],
+}
+SLOW = {("z4ai", "max"), ("glyd", "cold")}
+
+
+def order0_floor(data: np.ndarray, hint: str | None) -> float:
+    """Fraction of the file an order-0 coder of each split stream of each tensor would need."""
+    layout = read_layout(data, dtype=dtype_from_hint(hint) if hint else None)
+    total = 0.0
+    for seg in layout.segments:
+        if seg.kind != TENSOR:
+            total += seg.size
+            continue
+        t = transform_for(seg.dtype)
+        raw = data[seg.offset : seg.end]
+        if seg.size % t.itemsize:
+            total += seg.size
+            continue
+        for s in t.forward(raw):
+            total += min(s.size, entropy_bytes(np.bincount(s, minlength=256)))
+    return total / data.size
+
+
+def _median_mbps(n: int, secs: list[float]) -> float:
+    return n / 1e6 / statistics.median(secs)
+
+
+def bench_zipmodel(data: bytes, level: str, threads: int, runs: int, hint) -> dict:
+    blob = compress_bytes(data, level=level, threads=threads, dtype=hint)  # warm-up (JIT, caches)
+    assert decompress_bytes(blob, threads=threads) == data
+    cs, ds, ok = [], [], True
+    for _ in range(runs):
+        t = time.perf_counter()
+        blob = compress_bytes(data, level=level, threads=threads, dtype=hint)
+        cs.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        out = decompress_bytes(blob, threads=threads)
+        ds.append(time.perf_counter() - t)
+        ok &= out == data
+    return {
+        "name": f"zipmodel {level}",
+        "fraction": len(blob) / len(data),
+        "compress": _median_mbps(len(data), cs),
+        "decompress": _median_mbps(len(data), ds),
+        "roundtrip": "identical" if ok else "FAILED",
+    }
+
+
+def bench_zstd(data: bytes, threads: int, runs: int) -> dict:
+    cctx = zstandard.ZstdCompressor(level=3, threads=threads if threads > 1 else 0)
+    dctx = zstandard.ZstdDecompressor()
+    cs, ds, ok = [], [], True
+    for _ in range(runs):
+        t = time.perf_counter()
+        z = cctx.compress(data)
+        cs.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        out = dctx.decompress(z)
+        ds.append(time.perf_counter() - t)
+        ok &= out == data
+    return {
+        "name": "zstd -3",
+        "fraction": len(z) / len(data),
+        "compress": _median_mbps(len(data), cs),
+        "decompress": _median_mbps(len(data), ds),
+        "roundtrip": "identical" if ok else "FAILED",
+    }
+
+
+def bench_peer(peer: str, setting: str, path: Path, threads: int, runs: int, hint) -> dict:
+    py = VENVS / peer / "bin" / "python"
+    if not py.exists():
+        return {
+            "name": f"{peer} {setting}",
+            "error": f"not set up ({py} missing): bash benches/peers/setup_peers.sh",
+        }
+    cmd = [
+        str(py),
+        str(HERE / "peers" / "run_peer.py"),
+        "--peer",
+        peer,
+        "--setting",
+        setting,
+        "--file",
+        str(path),
+        "--threads",
+        str(threads),
+        "--runs",
+        str(1 if (peer, setting) in SLOW else runs),
+        "--json",
+    ]
+    if hint:
+        cmd += ["--dtype", hint]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        return {
+            "name": f"{peer} {setting}",
+            "error": (r.stderr.strip().splitlines() or ["failed"])[-1],
+        }
+    d = json.loads(r.stdout)
+    return {
+        "name": f"{peer} {setting}",
+        "fraction": d["fraction"],
+        "compress": d["compress_MBps_median"],
+        "decompress": d["decompress_MBps_median"],
+        "roundtrip": d["roundtrip"],
+        "mode": d.get("mode", ""),
+        "runs": d.get("runs"),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--files", nargs="*", help=f"files (default: {', '.join(DEFAULT_FILES)} from the corpus)"
+    )
+    ap.add_argument("--dtype-hint", action="append", default=[], metavar="FILE=DTYPE")
+    ap.add_argument("--levels", default="fast,default,max")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--peers", default="", help="comma list of peers, or 'all'")
+    ap.add_argument("--json-out", type=Path, help="also write the results here")
+    args = ap.parse_args()
+    files = [Path(f) for f in args.files] if args.files else [CORPUS / f for f in DEFAULT_FILES]
+    hints = dict(DEFAULT_HINTS)
+    hints.update(dict(h.split("=", 1) for h in args.dtype_hint))
+    threads = [int(t) for t in args.threads.split(",")]
+    peers = list(PEER_SETTINGS) if args.peers == "all" else [p for p in args.peers.split(",") if p]
+    results = {}
+    print(f"zipmodel {zipmodel.__version__}; {os.cpu_count()} cores; medians of {args.runs} runs\n")
+    for path in files:
+        data = path.read_bytes()
+        hint = hints.get(path.name)
+        floor = order0_floor(np.frombuffer(data, np.uint8), hint)
+        rows: dict[str, dict] = {}
+        for th in threads:
+            for level in args.levels.split(","):
+                r = bench_zipmodel(data, level, th, args.runs, hint)
+                rows.setdefault(
+                    r["name"],
+                    {"name": r["name"], "fraction": r["fraction"], "roundtrip": r["roundtrip"]},
+                )[th] = r
+            r = bench_zstd(data, th, args.runs)
+            rows.setdefault(
+                r["name"],
+                {"name": r["name"], "fraction": r["fraction"], "roundtrip": r["roundtrip"]},
+            )[th] = r
+            for peer in peers:
+                for setting in PEER_SETTINGS[peer]:
+                    r = bench_peer(peer, setting, path, th, args.runs, hint)
+                    row = rows.setdefault(r["name"], {"name": r["name"]})
+                    row[th] = r
+                    if "error" not in r:
+                        row.update(fraction=r["fraction"], roundtrip=r["roundtrip"])
+                    else:
+                        row["error"] = r["error"]
+        results[path.name] = {
+            "bytes": len(data),
+            "floor": floor,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "rows": rows,
+        }
+        print(
+            f"### {path.name}  ({len(data) / 1e6:.1f} MB{', --dtype ' + hint if hint else ''}; order-0 floor {floor:.4f})\n"
+        )
+        head = (
+            "| codec | fraction | "
+            + " | ".join(f"compress MB/s {t}T | decompress MB/s {t}T" for t in threads)
+            + " | round trip |"
+        )
+        print(head)
+        print("|" + "---|" * (3 + 2 * len(threads)))
+        for row in sorted(rows.values(), key=lambda r: r.get("fraction", 9)):
+            if "error" in row and "fraction" not in row:
+                print(
+                    f"| {row['name']} | – | "
+                    + " | ".join("– | –" for _ in threads)
+                    + f" | {row['error'][:60]} |"
+                )
+                continue
+            cells = []
+            for t in threads:
+                r = row.get(t, {})
+                cells.append(
+                    f"{r['compress']:.0f} | {r['decompress']:.0f}" if "compress" in r else "– | –"
+                )
+            print(
+                f"| {row['name']} | {row['fraction']:.4f} | "
+                + " | ".join(cells)
+                + f" | {row.get('roundtrip', '?')} |"
+            )
+        print()
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Regenerate docs/cli.md from the commands' --help (tests/test_docs.py checks it is current).
+
+python scripts/gen_cli_docs.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+HEAD = """# Command line
+
+`zipmodel` follows zstd's conventions: `X` → `X.zm` and back, inputs kept unless `--rm`,
+existing outputs refused unless `-f`, `-c` for standard output, `-T` threads (0 = all cores),
+`-q` quiet. Human output (summary lines, tables, progress bars) goes to **stderr**, progress bars
+only on a terminal and never when `CI` is set; `NO_COLOR` is respected. With `--json` a command
+prints one JSON document on **stdout**.
+
+## Exit codes
+
+| code | meaning |
+|---|---|
+| 0 | success |
+| 1 | error: unreadable or damaged input, existing output without `-f`, I/O failure |
+| 2 | usage error (bad option or argument) |
+| 3 | verification mismatch: `verify` (or `decompress --check`) found that a container does not reproduce its source |
+| 130 | interrupted (Ctrl-C); no partial output is left |
+
+With several inputs, a command goes on after a failed one and exits with the highest code.
+
+## JSON output (schema version 1)
+
+- `compress --json`: `{"schema": "zipmodel.compress/1", "files": [...], "errors": [{"input", "error"}]}`;
+  each file: `input`, `output`, `input_bytes`, `output_bytes`, `ratio` (output/input), `seconds`,
+  `mb_per_s`, `summary` (as in `info`, without the tensor list), and `note` when the input was
+  not parsed as its apparent format.
+- `decompress --json`: `{"schema": "zipmodel.decompress/1", "files": [{"input", "output",
+  "input_bytes", "output_bytes", "seconds", "mb_per_s", "sha256_checked"}], "errors": [...]}`.
+- `info --json`: `{"schema": "zipmodel.info/1", "files": [{"path", "writer", "source": {"name",
+  "format", "bytes", "sha256"}, "container_bytes", "overhead_bytes", "ratio", "options",
+  "dtypes": [{"dtype", "tensors", "original_bytes", "compressed_bytes", "codecs", "ratio"}],
+  "tensors": [{"name", "dtype", "shape", "original_bytes", "compressed_bytes", "codecs",
+  "transform", "ratio"}]}]}`. `codecs` maps a codec name to the stream bytes it coded.
+- `verify --json`: `{"schema": "zipmodel.verify/1", "results": [{"path", "ok", "source_bytes",
+  "sha256", "against", "seconds"} or {"path", "ok": false, "error", "exit_code"}]}`.
+
+Fields may be added within a schema version; none are removed or change meaning.
+
+## Commands
+"""
+
+
+def render() -> str:
+    from click.testing import CliRunner
+
+    from zipmodel.cli import cli
+
+    parts = [HEAD]
+    for name in sorted(cli.commands):
+        out = CliRunner().invoke(cli, [name, "--help"], terminal_width=100).output
+        parts.append(f"\n### `zipmodel {name}`\n\n```\n{out.rstrip()}\n```\n")
+    return "".join(parts)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "src"))
+    (ROOT / "docs" / "cli.md").write_text(render())
+    print("wrote docs/cli.md")

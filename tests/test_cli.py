@@ -1,0 +1,162 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+import edgecases
+from zipmodel.cli import cli
+
+EDGE = edgecases.build()
+
+
+@pytest.fixture
+def model(tmp_path):
+    p = tmp_path / "model.safetensors"
+    p.write_bytes(EDGE["model_meta.safetensors"])
+    return p
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+def test_compress_decompress_roundtrip(model, tmp_path):
+    r = run("compress", model)
+    assert r.exit_code == 0, r.output
+    assert "model.safetensors.zm" in r.stderr and "%" in r.stderr
+    zm = tmp_path / "model.safetensors.zm"
+    original = model.read_bytes()
+    model.unlink()
+    r = run("decompress", zm)
+    assert r.exit_code == 0, r.output
+    assert model.read_bytes() == original
+    assert zm.exists(), "inputs are kept unless --rm"
+
+
+def test_json_outputs(model):
+    r = run("compress", model, "--json")
+    assert r.exit_code == 0
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == "zipmodel.compress/1" and doc["errors"] == []
+    f = doc["files"][0]
+    assert f["input_bytes"] == model.stat().st_size and 0 < f["ratio"] < 1
+    assert {d["dtype"] for d in f["summary"]["dtypes"]} == {"BF16", "F32", "F16", "verbatim"}
+    r = run("info", str(model) + ".zm", "--json")
+    info = json.loads(r.stdout)
+    assert info["schema"] == "zipmodel.info/1"
+    t = {x["name"]: x for x in info["files"][0]["tensors"]}
+    assert (
+        t["embed.weight"]["shape"] == [300, 64] and t["embed.weight"]["transform"] == "split-bf16"
+    )
+    r = run("verify", str(model) + ".zm", "--json")
+    assert json.loads(r.stdout)["results"][0]["ok"] is True
+
+
+def test_info_human(model):
+    run("compress", model, "-q")
+    r = run("info", str(model) + ".zm", "--tensors")
+    assert r.exit_code == 0
+    assert "embed.weight" in r.stderr and "BF16" in r.stderr and "sha256" in r.stderr
+
+
+def test_output_and_stdout(model, tmp_path):
+    out = tmp_path / "x.zm"
+    assert run("compress", model, "-o", out).exit_code == 0
+    r = run("compress", model, "-c")
+    assert r.exit_code == 0
+    assert r.stdout_bytes == out.read_bytes()  # same input and options: same bytes
+    r = run("decompress", out, "-c")
+    assert r.stdout_bytes == model.read_bytes()
+
+
+def test_stdin(model):
+    r = run("compress", "-", input=model.read_bytes())
+    assert r.exit_code == 0
+    r2 = run("decompress", "-", input=r.stdout_bytes)
+    assert r2.exit_code == 0 and r2.stdout_bytes == model.read_bytes()
+
+
+def test_rm_deletes_only_after_verifying(model, tmp_path):
+    r = run("compress", model, "--rm")
+    assert r.exit_code == 0 and not model.exists()
+    r = run("decompress", str(model) + ".zm", "--rm")
+    assert r.exit_code == 0 and model.exists() and not (tmp_path / "model.safetensors.zm").exists()
+
+
+def test_exit_codes(model, tmp_path):
+    run("compress", model)
+    assert run("compress", model).exit_code == 1  # output exists
+    r = run("compress", model)
+    assert "already exists" in r.stderr and "--force" in r.stderr
+    assert run("compress", model, "-f").exit_code == 0
+    assert run("compress", tmp_path / "missing").exit_code == 1
+    assert run("compress", model, model, "-o", "x").exit_code == 2
+    assert run("compress", "--level", "ultra", model).exit_code == 2
+    assert run("compress", "--chunk-size", "12X", model).exit_code == 2
+    assert run("frobnicate").exit_code == 2
+    bad = tmp_path / "bad.zm"
+    bad.write_bytes(b"not a container at all")
+    r = run("decompress", bad)
+    assert r.exit_code == 1 and "not a zipmodel container" in r.stderr
+    # verify: a container that does not match --against exits 3
+    other = tmp_path / "other.bin"
+    other.write_bytes(bytes(model.stat().st_size))
+    r = run("verify", str(model) + ".zm", "--against", other)
+    assert r.exit_code == 3 and "differs" in r.stderr
+    data = bytearray((tmp_path / "model.safetensors.zm").read_bytes())
+    data[200] ^= 1
+    (tmp_path / "damaged.zm").write_bytes(bytes(data))
+    assert run("verify", tmp_path / "damaged.zm").exit_code == 3
+    assert run("decompress", tmp_path / "damaged.zm", "-o", tmp_path / "d").exit_code == 1
+    assert not (tmp_path / "d").exists()
+
+
+def test_continues_past_a_bad_input(model, tmp_path):
+    r = run("compress", tmp_path / "missing", model, "--json")
+    assert r.exit_code == 1
+    doc = json.loads(r.stdout)
+    assert len(doc["files"]) == 1 and len(doc["errors"]) == 1
+
+
+def test_dtype_hint(tmp_path):
+    p = tmp_path / "w.bin"
+    p.write_bytes(EDGE["random.bin"][:70000])
+    assert run("compress", p, "--dtype", "bf16").exit_code == 0
+    r = run("info", str(p) + ".zm", "--json")
+    assert json.loads(r.stdout)["files"][0]["dtypes"][0]["dtype"] == "BF16"
+
+
+def test_every_command_has_help():
+    for name, cmd in cli.commands.items():
+        r = run(name, "--help")
+        assert r.exit_code == 0 and len(cmd.help or "") > 20, name
+        for p in cmd.params:
+            if (
+                isinstance(p, type(cmd.params[0]))
+                and getattr(p, "help", None) is None
+                and p.param_type_name == "option"
+            ):
+                pytest.fail(f"{name} {p.name} has no help")
+
+
+def test_demo():
+    r = run("demo")
+    assert r.exit_code == 0, r.output
+    assert "byte-identical" in r.stderr
+
+
+def test_real_subprocess(model, tmp_path):
+    env_run = [sys.executable, "-m", "zipmodel"]
+    r = subprocess.run([*env_run, "compress", str(model), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["files"][0]["output"].endswith(".zm")
+    r = subprocess.run([*env_run, "verify", str(model) + ".zm"], capture_output=True, text=True)
+    assert r.returncode == 0 and "OK" in r.stderr
+    r = subprocess.run(
+        [*env_run, "decompress", str(tmp_path / "nope.zm")], capture_output=True, text=True
+    )
+    assert r.returncode == 1 and r.stderr.startswith("zipmodel: error:")
+    r = subprocess.run([*env_run, "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and "zipmodel" in r.stdout
