@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -118,10 +119,13 @@ def encode_chunk(
     """Transform and code one chunk into a frame (``raw`` is never modified)."""
     t0 = time.perf_counter()
     infos, payloads = [], []
-    for s, kind in zip(transform.forward(raw), transform.stream_kinds):
-        codec_id, payload = encode_stream(s, kind, policy)
+    streams = transform.forward(raw)
+    for s, kind, ctx in zip(streams, transform.stream_kinds, transform.stream_contexts):
+        codec_id, payload, used_ctx = encode_stream(
+            s, kind, policy, streams[ctx] if ctx is not None else None
+        )
         n = memoryview(payload).nbytes
-        infos.append(StreamInfo(codec_id, NO_CONTEXT, int(s.size), n))
+        infos.append(StreamInfo(codec_id, ctx if used_ctx else NO_CONTEXT, int(s.size), n))
         payloads.append(payload)
     raw_check = xxhash.xxh3_64_intdigest(raw, seed=src_offset)
     parts = build_frame(
@@ -131,6 +135,20 @@ def encode_chunk(
     return EncodedChunk(
         parts, size, transform.transform_id, int(raw.size), infos, time.perf_counter() - t0
     )
+
+
+_scratch_local = threading.local()
+
+
+def _scratch(slot: int, size: int) -> np.ndarray:
+    """A per-thread reusable buffer: decoding does not page-fault fresh memory per chunk."""
+    bufs = getattr(_scratch_local, "bufs", None)
+    if bufs is None:
+        bufs = _scratch_local.bufs = {}
+    b = bufs.get(slot)
+    if b is None or b.size < size:
+        b = bufs[slot] = np.empty(max(size, 1 << 20), np.uint8)
+    return b[:size]
 
 
 def decode_chunk(buf, out: np.ndarray, *, row=None, path=None, offset: int | None = None) -> None:
@@ -158,9 +176,9 @@ def decode_chunk(buf, out: np.ndarray, *, row=None, path=None, offset: int | Non
     if h.n_streams != t.n_streams or h.raw_size % t.itemsize:
         raise FormatError(f"{t.name} frame has a wrong shape", path=path, offset=offset)
     sizes = t.stream_sizes(h.raw_size)
-    streams = []
+    streams: list[np.ndarray] = []
     try:
-        for info, payload, want in zip(frame.streams, frame.payloads, sizes):
+        for j, (info, payload, want) in enumerate(zip(frame.streams, frame.payloads, sizes)):
             if info.decoded_size != want:
                 raise FormatError(
                     f"stream decodes to {info.decoded_size} bytes, {t.name} needs {want}",
@@ -173,10 +191,22 @@ def decode_chunk(buf, out: np.ndarray, *, row=None, path=None, offset: int | Non
                         "raw stream has the wrong size", path=path, offset=offset
                     )
                 streams.append(np.frombuffer(payload, np.uint8))
-            else:
-                s = out if t.n_streams == 1 else np.empty(want, np.uint8)
+                continue
+            s = out if t.n_streams == 1 else _scratch(j, want)
+            if info.context == NO_CONTEXT:
                 get_codec(info.codec).decode(payload, s)
-                streams.append(s)
+            elif info.context < j:
+                codec = get_codec(info.codec)
+                if not getattr(codec, "uses_context", False):
+                    raise FormatError(
+                        f"codec {codec.name} takes no context", path=path, offset=offset
+                    )
+                codec.decode(payload, s, streams[info.context])
+            else:
+                raise FormatError(
+                    f"stream {j} names context stream {info.context}", path=path, offset=offset
+                )
+            streams.append(s)
         if not (t.n_streams == 1 and streams[0] is out):
             t.inverse(streams, out)
     except ZipmodelError as e:  # codecs do not know the file name

@@ -35,8 +35,9 @@ def _register() -> None:
     from .demo import demo
     from .info import info
     from .verify import verify
+    from .warmup import warmup
 
-    for cmd in (compress, decompress, info, verify, demo):
+    for cmd in (compress, decompress, info, verify, demo, warmup):
         cli.add_command(cmd)
 
 

@@ -24,6 +24,7 @@ CODECS: dict[int, tuple[str, str, str]] = {
     1: ("const", "zipmodel.codecs.const:ConstCodec", ""),
     2: ("zstd", "zipmodel.codecs.zstd:ZstdCodec", "pip install zstandard"),
 }
+_JIT = {3, 4, 5}  # codecs whose kernels are Numba-compiled
 
 _instances: dict[int, Codec] = {}
 _lock = threading.Lock()
@@ -45,6 +46,10 @@ def get_codec(codec_id: int) -> Codec:
         raise UnknownCodecError(codec_id)
     name, target, hint = entry
     module_name, cls_name = target.split(":")
+    if codec_id in _JIT:
+        from .. import _jit
+
+        _jit.ensure_ready()
     with _lock:
         if codec_id not in _instances:
             try:

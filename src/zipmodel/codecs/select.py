@@ -1,58 +1,102 @@
 """Choosing the codec of each stream of each chunk.
 
-Every stream is coded by whichever candidate makes it smallest, ``raw`` when nothing saves
-at least ``min_gain`` (decoding raw is a copy). Trying must be cheap: a byte histogram comes
-first; a stream of one repeated byte is ``const``; a float-field stream whose order-0 entropy
-is within ``min_gain`` of 8 bits (the BF16 sign|mantissa byte) is stored raw without trying
-anything; codecs that can estimate their size from the histogram are tried best-first.
+Every stream is coded by the candidate that makes it cheapest, ``raw`` when nothing saves at
+least ``min_gain`` (decoding raw is a copy). Trying must be cheap:
 
-Stream kinds (declared by transforms): ``"field"`` streams (float exponent / mantissa bytes)
-are close to i.i.d., so an order-0 coder is the right tool; ``"bytes"`` streams (headers,
-integers, FP8 codes, unknown data) may have structure that only zstd finds.
+1. one byte histogram (a Numba kernel, GIL released);
+2. a stream of one repeated byte is ``const``; a "field" stream whose order-0 entropy is within
+   ``min_gain`` of 8 bits (the BF16 sign|mantissa byte) is stored raw at once — unless the level
+   allows a context codec, which can beat order 0;
+3. order-0 coders (Huffman, rANS) estimate their exact size from the histogram; only the best
+   estimate (all of them at ``max``) is encoded. A codec's estimate is weighted by its decode
+   cost at the level (``speed_weight``), so ``default`` keeps the fast Huffman decoder unless
+   rANS saves enough to pay for its slower decoding;
+4. zstd finds structure beyond order 0 (repeats, runs, small integers). On "field" streams it is
+   only tried when zstd on a 64 KiB sample beats the order-0 estimate, so i.i.d. streams do not
+   pay for it.
+
+Stream kinds (declared by transforms): ``"field"`` streams (float exponent / mantissa bytes) are
+close to i.i.d.; ``"bytes"`` streams (headers, integers, FP8 codes, unknown data) may have
+structure only zstd finds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Union
 
 import numpy as np
 
-from . import get_codec
+from . import CODECS, get_codec
 from .base import Codec
 from .const import ConstCodec
 from .raw import RawCodec
 from .zstd import ZstdCodec
 
-__all__ = ["LEVELS", "CodecPolicy", "encode_stream", "entropy_bytes", "policy_for_level"]
+__all__ = [
+    "LEVELS",
+    "CodecPolicy",
+    "decode_stream",
+    "encode_stream",
+    "entropy_bytes",
+    "histogram",
+    "policy_for_level",
+]
 
 Buffer = Union[bytes, np.ndarray]  # noqa: UP007 (a runtime alias on 3.10)
 RAW, CONST = RawCodec.codec_id, ConstCodec.codec_id
 LEVELS = ("fast", "default", "max")
+SAMPLE = 64 << 10
 
 
 @dataclass(frozen=True)
 class CodecPolicy:
     """What the chooser may try, fixed by the compression level."""
 
-    order0: tuple[Codec, ...]  # codecs with a histogram estimate, for all streams
-    general: tuple[Codec, ...]  # codecs that must be tried (zstd), for "bytes" streams
-    general_on_fields: bool = False  # also try them on "field" streams
-    try_all: bool = False  # try every order-0 candidate, not only the best estimate
+    order0: tuple[Codec, ...] = ()  # codecs with a histogram estimate
+    speed_weight: dict[str, float] = field(default_factory=dict)  # codec name -> size penalty
+    context: tuple[Codec, ...] = ()  # codecs coding a stream given an earlier one
+    general: tuple[Codec, ...] = ()  # must be tried (zstd): all of them on "bytes" streams
+    probe_fields: bool = True  # on "field" streams, try ``general`` when a sample says it pays
+    try_all: bool = False  # encode every candidate, keep the smallest
     min_gain: float = 0.005
+
+
+def _optional(codec_id: int) -> tuple[Codec, ...]:
+    """The codec if this build registers it (the Numba coders), else nothing."""
+    return (get_codec(codec_id),) if codec_id in CODECS else ()
 
 
 def policy_for_level(level: str = "default") -> CodecPolicy:
     """The codec policy of a named level (``fast``, ``default``, ``max``)."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; choose one of {', '.join(LEVELS)}")
+    huffman, rans, rans_ctx = _optional(3), _optional(4), _optional(5)
     if level == "fast":
-        return CodecPolicy(order0=(), general=(ZstdCodec(1),), general_on_fields=True)
+        # Huffman only on float fields (zstd just where there is no Numba coder)
+        return CodecPolicy(order0=huffman, general=(ZstdCodec(1),), probe_fields=not huffman)
     if level == "default":
-        return CodecPolicy(order0=(), general=(ZstdCodec(3),), general_on_fields=True)
-    if level == "max":
         return CodecPolicy(
-            order0=(), general=(ZstdCodec(19),), general_on_fields=True, try_all=True
+            order0=huffman + rans,
+            speed_weight={"rans": 0.01},
+            general=(ZstdCodec(3),),
         )
-    raise ValueError(f"unknown level {level!r}; choose one of {', '.join(LEVELS)}")
+    return CodecPolicy(
+        order0=rans + huffman,
+        context=rans_ctx,
+        general=(ZstdCodec(12),),
+        try_all=True,
+    )
+
+
+def histogram(data: np.ndarray) -> np.ndarray:
+    """Byte histogram (256 int64 counts), computed without holding the GIL."""
+    from .. import _jit
+
+    _jit.ensure_ready()
+    from .._kernels.split import _hist
+
+    return _hist(data)
 
 
 def entropy_bytes(hist: np.ndarray) -> float:
@@ -64,42 +108,70 @@ def entropy_bytes(hist: np.ndarray) -> float:
     return float(-(counts * np.log2(counts / n)).sum() / 8)
 
 
-def encode_stream(data: np.ndarray, kind: str, policy: CodecPolicy) -> tuple[int, Buffer]:
-    """Code one stream; returns ``(codec_id, payload)`` (``data`` itself when stored raw)."""
+def encode_stream(
+    data: np.ndarray, kind: str, policy: CodecPolicy, context: np.ndarray | None = None
+) -> tuple[int, Buffer, bool]:
+    """Code one stream; returns ``(codec_id, payload, used_context)``.
+
+    The payload is ``data`` itself when the stream is stored raw.
+    """
     n = int(data.size)
     if n == 0:
-        return RAW, data
-    hist = np.bincount(data, minlength=256)
+        return RAW, data, False
+    hist = histogram(data)
     if int(np.count_nonzero(hist)) == 1:
-        return CONST, bytes([int(data[0])])
+        return CONST, bytes([int(data[0])]), False
     limit = n * (1.0 - policy.min_gain)
     floor = entropy_bytes(hist)
-    if kind == "field" and floor >= limit:
-        return RAW, data  # near-random: storing it raw is the answer, found in one histogram
-    best_id, best = RAW, None
-    best_size = limit
+    use_context = context is not None and bool(policy.context)
+    if kind == "field" and floor >= limit and not use_context:
+        return RAW, data, False  # near-random: raw is the answer, found in one histogram
+    best: tuple[float, int, Buffer, bool] = (limit, RAW, data, False)  # (cost, id, payload, ctx)
+
+    def consider(codec: Codec, payload, used_ctx: bool) -> None:
+        nonlocal best
+        if payload is None:
+            return
+        size = len(payload)
+        cost = size * (1.0 + policy.speed_weight.get(codec.name, 0.0))
+        if size < limit and cost < best[0]:
+            best = (cost, codec.codec_id, payload, used_ctx)
+
     scored = []
     for c in policy.order0:
         e = c.estimate(hist, n)
-        if e is not None and e < best_size:
-            scored.append((e, c))
+        if e is not None:
+            scored.append((e * (1.0 + policy.speed_weight.get(c.name, 0.0)), c))
     scored.sort(key=lambda t: t[0])
-    for e, c in scored if policy.try_all else scored[:1]:
-        if e >= best_size:
-            break
-        payload = c.encode(data)
-        if payload is not None and len(payload) < best_size:
-            best_id, best, best_size = c.codec_id, payload, len(payload)
-    if kind != "field" or policy.general_on_fields:
+    for cost, c in scored if policy.try_all else scored[:1]:
+        if cost < best[0]:
+            consider(c, c.encode(data), False)
+    if use_context:
+        for c in policy.context:
+            consider(c, c.encode(data, context), True)
+    if policy.general and (kind != "field" or _structure_pays(data, hist, n, policy)):
         for c in policy.general:
-            payload = c.encode(data)
-            if payload is not None and len(payload) < best_size:
-                best_id, best, best_size = c.codec_id, payload, len(payload)
-    if best is None:
-        return RAW, data
-    return best_id, best
+            consider(c, c.encode(data), False)
+    _, cid, payload, used_ctx = best
+    return cid, payload, used_ctx
 
 
-def decode_stream(codec_id: int, payload: memoryview, out: np.ndarray) -> None:
+def _structure_pays(data: np.ndarray, hist: np.ndarray, n: int, policy: CodecPolicy) -> bool:
+    """Whether zstd may beat order-0 coding on a field stream (probed on a sample)."""
+    if not policy.probe_fields:
+        return False
+    if not policy.order0:
+        return True
+    sample = data[:SAMPLE]
+    z = ZstdCodec(1).encode(sample)
+    est = entropy_bytes(histogram(sample)) if sample.size < n else entropy_bytes(hist)
+    return len(z) < 0.98 * est
+
+
+def decode_stream(codec_id: int, payload: memoryview, out: np.ndarray, context=None) -> None:
     """Decode one stream into ``out`` with the codec of ``codec_id``."""
-    get_codec(codec_id).decode(payload, out)
+    c = get_codec(codec_id)
+    if context is not None:
+        c.decode(payload, out, context)
+    else:
+        c.decode(payload, out)

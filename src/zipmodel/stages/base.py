@@ -33,6 +33,8 @@ class Transform(ABC):
     stream_names: ClassVar[tuple[str, ...]] = ("bytes",)
     # "field": a float field, close to i.i.d. (order-0 coders); "bytes": anything else.
     stream_kinds: ClassVar[tuple[str, ...]] = ("bytes",)
+    # Index of an earlier stream a context codec may condition this stream on (None: none).
+    stream_contexts: ClassVar[tuple[int | None, ...]] = (None,)
     lossy: ClassVar[bool] = False
 
     @property

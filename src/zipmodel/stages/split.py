@@ -22,6 +22,17 @@ import numpy as np
 
 from .base import Transform
 
+
+def _k():
+    """The split kernels (Numba), compiled or loaded on first use."""
+    from .. import _jit
+
+    _jit.ensure_ready()
+    from .._kernels import split
+
+    return split
+
+
 __all__ = ["Identity", "SplitBF16", "SplitF16", "SplitF32"]
 
 
@@ -46,16 +57,15 @@ class SplitBF16(Transform):
     itemsize = 2
     stream_names = ("exponent", "sign-mantissa")
     stream_kinds = ("field", "field")
+    stream_contexts = (None, 0)  # the top mantissa bits depend on the exponent
 
     def forward(self, raw: np.ndarray) -> list[np.ndarray]:
-        w = raw.view("<u2")
-        r = ((w << 1) | (w >> 15)).view(np.uint8).reshape(-1, 2)
-        return [np.ascontiguousarray(r[:, 1]), np.ascontiguousarray(r[:, 0])]
+        exp, sm = np.empty(raw.size // 2, np.uint8), np.empty(raw.size // 2, np.uint8)
+        _k()._split_bf16(raw, exp, sm)
+        return [exp, sm]
 
     def inverse(self, streams: Sequence[np.ndarray], out: np.ndarray) -> None:
-        exp, sm = streams
-        r = (exp.astype(np.uint16) << 8) | sm
-        out.view("<u2")[:] = (r >> 1) | (r << 15)
+        _k()._merge_bf16(streams[0], streams[1], out)
 
 
 class SplitF16(Transform):
@@ -66,15 +76,15 @@ class SplitF16(Transform):
     itemsize = 2
     stream_names = ("high", "low")
     stream_kinds = ("field", "field")
+    stream_contexts = (None, 0)
 
     def forward(self, raw: np.ndarray) -> list[np.ndarray]:
-        b = raw.reshape(-1, 2)
-        return [np.ascontiguousarray(b[:, 1]), np.ascontiguousarray(b[:, 0])]
+        hi, lo = np.empty(raw.size // 2, np.uint8), np.empty(raw.size // 2, np.uint8)
+        _k()._split_f16(raw, hi, lo)
+        return [hi, lo]
 
     def inverse(self, streams: Sequence[np.ndarray], out: np.ndarray) -> None:
-        b = out.reshape(-1, 2)
-        b[:, 1] = streams[0]
-        b[:, 0] = streams[1]
+        _k()._merge_f16(streams[0], streams[1], out)
 
 
 class SplitF32(Transform):
@@ -85,15 +95,12 @@ class SplitF32(Transform):
     itemsize = 4
     stream_names = ("exponent", "mantissa-hi", "mantissa-mid", "mantissa-lo-sign")
     stream_kinds = ("field",) * 4
+    stream_contexts = (None, 0, None, None)
 
     def forward(self, raw: np.ndarray) -> list[np.ndarray]:
-        w = raw.view("<u4")
-        r = ((w << 1) | (w >> 31)).view(np.uint8).reshape(-1, 4)
-        return [np.ascontiguousarray(r[:, i]) for i in (3, 2, 1, 0)]
+        streams = [np.empty(raw.size // 4, np.uint8) for _ in range(4)]
+        _k()._split_f32(raw, *streams)
+        return streams
 
     def inverse(self, streams: Sequence[np.ndarray], out: np.ndarray) -> None:
-        r = np.empty((streams[0].size, 4), np.uint8)
-        for col, s in zip((3, 2, 1, 0), streams):
-            r[:, col] = s
-        w = r.view("<u4").reshape(-1)
-        out.view("<u4")[:] = (w >> 1) | (w << 31)
+        _k()._merge_f32(*streams, out)

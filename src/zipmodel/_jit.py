@@ -1,0 +1,132 @@
+"""Keeping Numba's JIT cost off the user's path.
+
+Kernels are compiled with ``cache=True``, so a machine pays the compile once (about 10–20 s for
+all of them) and later processes load machine code from the cache (well under a second).
+:func:`ensure_ready` is called before the first kernel of a process runs: on a cold cache it says
+so on stderr, compiles every kernel on tiny inputs of the exact types used in production (so no
+later call compiles again), and leaves a marker so the message appears once.
+
+Numba writes its cache next to the kernel modules when that folder is writable, else under
+``~/.cache/numba`` (or ``$NUMBA_CACHE_DIR``); read-only installs (containers) should set
+``NUMBA_CACHE_DIR`` and run ``zipmodel warmup`` at build time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+__all__ = ["cache_dir", "ensure_ready", "warmup"]
+
+_lock = threading.Lock()
+_ready = False
+KERNEL_MODULES = ("split", "huffman", "rans")
+
+
+def cache_dir() -> Path:
+    """Where zipmodel keeps its JIT marker (Numba's own cache may live beside the kernels)."""
+    base = os.environ.get("NUMBA_CACHE_DIR")
+    if base:
+        return Path(base)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "zipmodel"
+
+
+def _key() -> str:
+    import platform
+
+    import numba
+
+    from . import __version__
+
+    kdir = Path(__file__).with_name("_kernels")
+    h = hashlib.sha256()
+    h.update(
+        f"{__version__}|{numba.__version__}|{sys.version}|{platform.machine()}|{platform.processor()}".encode()
+    )
+    for name in KERNEL_MODULES:
+        p = kdir / f"{name}.py"
+        if p.exists():
+            st = p.stat()
+            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+def _marker() -> Path:
+    return cache_dir() / f"jit-{_key()}.ok"
+
+
+def warmup() -> float:
+    """Compile (or load from the cache) every kernel; returns the seconds it took."""
+    import numpy as np
+
+    t0 = time.perf_counter()
+    from .codecs import CODECS, get_codec
+    from .stages import TRANSFORMS
+
+    rng = np.random.default_rng(0)
+    raw = np.frombuffer(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(), np.uint8)  # read-only
+    for t in TRANSFORMS.values():
+        streams = t.forward(raw)
+        out = np.empty(raw.size, np.uint8)
+        t.inverse(streams, out)
+        t.inverse([np.frombuffer(s.tobytes(), np.uint8) for s in streams], out)
+    skewed = np.frombuffer(
+        np.minimum(rng.geometric(0.4, 4096), 255).astype(np.uint8).tobytes(), np.uint8
+    )
+    for cid in CODECS:
+        c = get_codec(cid)
+        for data in (skewed, raw):
+            ctx = skewed if getattr(c, "uses_context", False) else None
+            payload = c.encode(data, ctx) if ctx is not None else c.encode(data)
+            if payload is None:
+                continue
+            out = np.empty(data.size, np.uint8)
+            if ctx is not None:
+                c.decode(memoryview(payload), out, ctx)
+            else:
+                c.decode(memoryview(payload), out)
+    return time.perf_counter() - t0
+
+
+def ensure_ready() -> None:
+    """Make sure every kernel is compiled before the first one runs in this process."""
+    global _ready
+    if _ready:
+        return
+    with _lock:
+        if _ready:
+            return
+        marker = _marker()
+        if marker.exists():  # warm cache: each kernel loads from it on first call
+            _ready = True
+            return
+        if os.environ.get("ZIPMODEL_QUIET_JIT") != "1":
+            print(
+                "zipmodel: compiling Numba kernels for this machine; this happens once "
+                "(about 10-20 s) and is cached",
+                file=sys.stderr,
+                flush=True,
+            )
+        _ready = True  # set first: warmup itself calls back in here through the codecs
+        try:
+            secs = warmup()
+        except BaseException:
+            _ready = False
+            raise
+        mark_ready(secs)
+
+
+def mark_ready(seconds: float) -> None:
+    """Record that the kernels are compiled and cached on this machine."""
+    global _ready
+    _ready = True
+    try:
+        marker = _marker()
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{seconds:.2f}\n")
+    except OSError:
+        pass
