@@ -204,3 +204,23 @@ def build(seed: int = 0) -> dict[str, bytes]:
     files["random.bin"] = rng.integers(0, 256, 70_001, dtype=np.uint8).tobytes()
     files["zeros.bin"] = bytes(200_000)
     return files
+
+
+def ctranslate2_bytes(
+    variables: list[tuple[str, int, list[int], bytes]], *, version: int = 6, tail: bytes = b""
+) -> bytes:
+    """A CTranslate2 model.bin: (name, type id, dims, data) per variable, then ``tail``."""
+    spec = b"TestSpec\x00"
+    out = bytearray(
+        struct.pack("<IH", version, len(spec)) + spec + struct.pack("<II", 1, len(variables))
+    )
+    for name, type_id, dims, data in variables:
+        nb = name.encode() + b"\x00"
+        out += (
+            struct.pack("<H", len(nb))
+            + nb
+            + struct.pack("<B", len(dims))
+            + struct.pack(f"<{len(dims)}I", *dims)
+        )
+        out += struct.pack("<BI", type_id, len(data)) + data
+    return bytes(out) + tail

@@ -165,8 +165,9 @@ def compress_file(
 ) -> CompressReport:
     """Compress the file ``src`` into the container ``dst`` (default ``src + ".zm"``).
 
-    Shorthand for: map the source, read its layout (``format``; ``dtype`` treats it as one raw
-    tensor of that type), code every chunk on ``threads`` threads (0 = all cores) and write
+    Shorthand for: map the source, read its layout (``format``: ``auto`` detects safetensors and
+    CTranslate2; ``dtype`` describes files in no known format, or any file with ``format="raw"``,
+    as one tensor of that type), code every chunk on ``threads`` threads (0 = all cores) and write
     the container atomically. ``src`` is never modified; without ``force`` an existing
     ``dst`` is an error. The output's bytes depend on the data and the options, not on
     ``threads``. ``dst`` may also be a writable binary file object (written front to back).

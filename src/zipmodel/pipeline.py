@@ -82,6 +82,7 @@ class ChunkPlan:
     offset: int
     size: int
     transform: Transform
+    layout: tuple[int, int] | None = None  # (row_len, first_col) for matrix-shaped tensors
 
 
 def plan_chunks(layout: Layout, chunk_size: int) -> tuple[list[ChunkPlan], list[tuple[int, int]]]:
@@ -96,11 +97,25 @@ def plan_chunks(layout: Layout, chunk_size: int) -> tuple[list[ChunkPlan], list[
         if seg.size % t.itemsize:
             t = transform_for(None)  # not whole elements (unknown packing): code the bytes whole
         step = max(t.itemsize, chunk_size - chunk_size % t.itemsize)
+        row_len = _row_len(seg)
         first = len(plans)
         for off in range(seg.offset, seg.end, step):
-            plans.append(ChunkPlan(i, off, min(step, seg.end - off), t))
+            lay = None
+            if row_len > 1:
+                lay = (row_len, ((off - seg.offset) // t.itemsize) % row_len)
+            plans.append(ChunkPlan(i, off, min(step, seg.end - off), t, lay))
         ranges.append((first, len(plans) - first))
     return plans, ranges
+
+
+def _row_len(seg) -> int:
+    """Elements per row when a tensor is viewed as a matrix (first axis x the rest), else 0."""
+    if seg.kind != TENSOR or not seg.shape or len(seg.shape) < 2:
+        return 0
+    n = 1
+    for d in seg.shape[1:]:
+        n *= d
+    return n if seg.shape[0] > 1 else 0
 
 
 @dataclass
@@ -114,15 +129,23 @@ class EncodedChunk:
 
 
 def encode_chunk(
-    raw: np.ndarray, src_offset: int, transform: Transform, policy: CodecPolicy
+    raw: np.ndarray,
+    src_offset: int,
+    transform: Transform,
+    policy: CodecPolicy,
+    layout: tuple[int, int] | None = None,
 ) -> EncodedChunk:
-    """Transform and code one chunk into a frame (``raw`` is never modified)."""
+    """Transform and code one chunk into a frame (``raw`` is never modified).
+
+    ``layout`` is ``(row_len, first_col)`` of the chunk's elements in a matrix-shaped tensor.
+    """
     t0 = time.perf_counter()
     infos, payloads = [], []
     streams = transform.forward(raw)
-    for s, kind, ctx in zip(streams, transform.stream_kinds, transform.stream_contexts):
+    kinds = zip(streams, transform.stream_kinds, transform.stream_contexts, transform.stream_2d)
+    for s, kind, ctx, two_d in kinds:
         codec_id, payload, used_ctx = encode_stream(
-            s, kind, policy, streams[ctx] if ctx is not None else None
+            s, kind, policy, streams[ctx] if ctx is not None else None, layout if two_d else None
         )
         n = memoryview(payload).nbytes
         infos.append(StreamInfo(codec_id, ctx if used_ctx else NO_CONTEXT, int(s.size), n))
@@ -272,7 +295,9 @@ def compress_layout(
     seconds: dict[str, float] = {}
 
     def work(p: ChunkPlan) -> EncodedChunk:
-        return encode_chunk(data[p.offset : p.offset + p.size], p.offset, p.transform, policy)
+        return encode_chunk(
+            data[p.offset : p.offset + p.size], p.offset, p.transform, policy, p.layout
+        )
 
     done = 0
     for i, (p, enc) in enumerate(zip(plans, _windowed(plans, work, threads))):

@@ -36,15 +36,17 @@ from ._output import Output, dtype_table, human_bytes
 @click.option(
     "--dtype",
     type=click.Choice(HINT_CHOICES, case_sensitive=False),
-    help="Treat each input as one raw tensor of this type (for containers zipmodel cannot parse).",
+    help="Element type of inputs zipmodel cannot parse (each becomes one tensor of this type); "
+    "recognised formats keep their own dtypes unless --format raw.",
 )
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["auto", "safetensors", "raw"]),
+    type=click.Choice(["auto", "safetensors", "ctranslate2", "raw"]),
     default="auto",
     show_default=True,
-    help="Input format; auto detects it from the content. raw codes the file as opaque bytes.",
+    help="Input format; auto detects it from the content. raw treats the file as opaque bytes "
+    "(or as one --dtype tensor).",
 )
 @output_options
 def compress(

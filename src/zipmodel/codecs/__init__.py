@@ -23,6 +23,8 @@ CODECS: dict[int, tuple[str, str, str]] = {
     0: ("raw", "zipmodel.codecs.raw:RawCodec", ""),
     1: ("const", "zipmodel.codecs.const:ConstCodec", ""),
     2: ("zstd", "zipmodel.codecs.zstd:ZstdCodec", "pip install zstandard"),
+    4: ("rans", "zipmodel.codecs.rans:RansCodec", "pip install numba"),
+    5: ("rans-ctx", "zipmodel.codecs.rans:RansCtxCodec", "pip install numba"),
 }
 _JIT = {3, 4, 5}  # codecs whose kernels are Numba-compiled
 

@@ -56,8 +56,14 @@ class CodecPolicy:
     order0: tuple[Codec, ...] = ()  # codecs with a histogram estimate
     speed_weight: dict[str, float] = field(default_factory=dict)  # codec name -> size penalty
     context: tuple[Codec, ...] = ()  # codecs coding a stream given an earlier one
+    layout: tuple[Codec, ...] = ()  # codecs modelling a tensor's rows and columns
     general: tuple[Codec, ...] = ()  # must be tried (zstd): all of them on "bytes" streams
     probe_fields: bool = True  # on "field" streams, try ``general`` when a sample says it pays
+    general_on_fields: bool = False  # on "field" streams, always try ``general``
+    # Tried when a ``general`` codec beat the best order-0 estimate by this ratio: structure
+    # worth a slow, strong coder (zstd -19 on sinusoidal position tables, say).
+    escalate: tuple[Codec, ...] = ()
+    escalate_ratio: float = 0.99
     try_all: bool = False  # encode every candidate, keep the smallest
     min_gain: float = 0.005
 
@@ -71,7 +77,7 @@ def policy_for_level(level: str = "default") -> CodecPolicy:
     """The codec policy of a named level (``fast``, ``default``, ``max``)."""
     if level not in LEVELS:
         raise ValueError(f"unknown level {level!r}; choose one of {', '.join(LEVELS)}")
-    huffman, rans, rans_ctx = _optional(3), _optional(4), _optional(5)
+    huffman, rans, rans_ctx, rans_2d = _optional(3), _optional(4), _optional(5), _optional(6)
     if level == "fast":
         # Huffman only on float fields (zstd just where there is no Numba coder)
         return CodecPolicy(order0=huffman, general=(ZstdCodec(1),), probe_fields=not huffman)
@@ -84,8 +90,12 @@ def policy_for_level(level: str = "default") -> CodecPolicy:
     return CodecPolicy(
         order0=rans + huffman,
         context=rans_ctx,
-        general=(ZstdCodec(12),),
+        layout=rans_2d,
+        general=(ZstdCodec(3),),
+        general_on_fields=True,
+        escalate=(ZstdCodec(19),),
         try_all=True,
+        min_gain=0.0005,
     )
 
 
@@ -109,11 +119,17 @@ def entropy_bytes(hist: np.ndarray) -> float:
 
 
 def encode_stream(
-    data: np.ndarray, kind: str, policy: CodecPolicy, context: np.ndarray | None = None
+    data: np.ndarray,
+    kind: str,
+    policy: CodecPolicy,
+    context: np.ndarray | None = None,
+    layout: tuple[int, int] | None = None,
 ) -> tuple[int, Buffer, bool]:
     """Code one stream; returns ``(codec_id, payload, used_context)``.
 
-    The payload is ``data`` itself when the stream is stored raw.
+    ``context`` is an earlier stream of the chunk a context codec may condition on; ``layout``
+    is ``(row_len, first_col)`` when the stream has one symbol per element of a matrix-shaped
+    tensor. The payload is ``data`` itself when the stream is stored raw.
     """
     n = int(data.size)
     if n == 0:
@@ -149,9 +165,20 @@ def encode_stream(
     if use_context:
         for c in policy.context:
             consider(c, c.encode(data, context), True)
-    if policy.general and (kind != "field" or _structure_pays(data, hist, n, policy)):
+    if layout is not None:
+        for c in policy.layout:
+            consider(c, c.encode(data, layout), False)
+    if policy.general and (
+        kind != "field" or policy.general_on_fields or _structure_pays(data, hist, n, policy)
+    ):
+        order0_best = min((e for e, _ in scored), default=float(n))
         for c in policy.general:
-            consider(c, c.encode(data), False)
+            payload = c.encode(data)
+            consider(c, payload, False)
+            if payload is not None and len(payload) < policy.escalate_ratio * order0_best:
+                for strong in policy.escalate:
+                    consider(strong, strong.encode(data), False)
+                break
     _, cid, payload, used_ctx = best
     return cid, payload, used_ctx
 

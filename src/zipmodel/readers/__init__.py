@@ -12,12 +12,13 @@ import numpy as np
 from ..dtypes import DType
 from ..errors import FormatError
 from .base import TENSOR, VERBATIM, Layout, Segment, check_tiling
+from .ctranslate2 import CT2Error, looks_like_ctranslate2, read_ctranslate2
 from .generic import read_generic
 from .safetensors import SafetensorsError, looks_like_safetensors, read_safetensors
 
 __all__ = ["FORMATS", "TENSOR", "VERBATIM", "Layout", "Segment", "check_tiling", "read_layout"]
 
-FORMATS = ("auto", "safetensors", "raw")
+FORMATS = ("auto", "safetensors", "ctranslate2", "raw")
 
 
 def read_layout(
@@ -25,19 +26,26 @@ def read_layout(
 ) -> Layout:
     """Describe ``data`` (the whole source as uint8) as segments.
 
-    ``dtype`` forces the raw reader with one tensor of that type (the ``--dtype`` hint).
+    A file in a format zipmodel reads keeps its own dtypes; ``dtype`` (the ``--dtype`` hint)
+    describes files it cannot parse, or every file with ``format="raw"``: the whole file is then
+    one tensor of that type.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-    if dtype is not None or format == "raw":
+    if format == "raw":
         return read_generic(int(data.size), dtype)
-    if format == "safetensors" or looks_like_safetensors(data):
-        try:
-            return read_safetensors(data)
-        except SafetensorsError as e:
-            if format == "safetensors":
-                raise FormatError(f"not a valid safetensors file: {e}", path=path) from None
-            layout = read_generic(int(data.size))
-            layout.note = f"not a valid safetensors file ({e}); compressed as opaque bytes"
-            return layout
-    return read_generic(int(data.size))
+    readers = [
+        ("safetensors", looks_like_safetensors, read_safetensors, SafetensorsError),
+        ("ctranslate2", looks_like_ctranslate2, read_ctranslate2, CT2Error),
+    ]
+    for name, sniff, read, error in readers:
+        if format == name or (format == "auto" and sniff(data)):
+            try:
+                return read(data)
+            except error as e:
+                if format == name:
+                    raise FormatError(f"not a valid {name} file: {e}", path=path) from None
+                layout = read_generic(int(data.size), dtype)
+                layout.note = f"not a valid {name} file ({e}); compressed as {'one tensor' if dtype else 'opaque bytes'}"
+                return layout
+    return read_generic(int(data.size), dtype)

@@ -35,6 +35,9 @@ class Transform(ABC):
     stream_kinds: ClassVar[tuple[str, ...]] = ("bytes",)
     # Index of an earlier stream a context codec may condition this stream on (None: none).
     stream_contexts: ClassVar[tuple[int | None, ...]] = (None,)
+    # Streams whose statistics follow the tensor's rows and columns (exponents): codecs that
+    # model per-row / per-column scale are tried on these.
+    stream_2d: ClassVar[tuple[bool, ...]] = (False,)
     lossy: ClassVar[bool] = False
 
     @property

@@ -58,6 +58,7 @@ class SplitBF16(Transform):
     stream_names = ("exponent", "sign-mantissa")
     stream_kinds = ("field", "field")
     stream_contexts = (None, 0)  # the top mantissa bits depend on the exponent
+    stream_2d = (True, False)
 
     def forward(self, raw: np.ndarray) -> list[np.ndarray]:
         exp, sm = np.empty(raw.size // 2, np.uint8), np.empty(raw.size // 2, np.uint8)
@@ -77,6 +78,7 @@ class SplitF16(Transform):
     stream_names = ("high", "low")
     stream_kinds = ("field", "field")
     stream_contexts = (None, 0)
+    stream_2d = (True, False)
 
     def forward(self, raw: np.ndarray) -> list[np.ndarray]:
         hi, lo = np.empty(raw.size // 2, np.uint8), np.empty(raw.size // 2, np.uint8)
@@ -96,6 +98,7 @@ class SplitF32(Transform):
     stream_names = ("exponent", "mantissa-hi", "mantissa-mid", "mantissa-lo-sign")
     stream_kinds = ("field",) * 4
     stream_contexts = (None, 0, None, None)
+    stream_2d = (True, False, False, False)
 
     def forward(self, raw: np.ndarray) -> list[np.ndarray]:
         streams = [np.empty(raw.size // 4, np.uint8) for _ in range(4)]
