@@ -10,7 +10,10 @@ each thread count, and whether the round trip was byte-identical. The order-0 fl
 stream of every tensor (after the float field split) entropy-coded on its own, headers raw.
 
 zipmodel is timed in-process on data already in memory (imports excluded): compress_bytes and
-decompress_bytes into a fresh buffer, the same allocation regime as the peers' in-memory APIs.
+decompress_bytes, which returns a fresh bytes object of the whole file (the same allocation
+regime as the peers' in-memory APIs). For per-tensor peers (ZipNN, openzl, z4ai max) the
+decompress column rebuilds the file's bytes too; their decode alone is in parentheses.
+--files-mode adds zipmodel file to file (compress_file/decompress_file through the page cache).
 Peers run in their own virtual environments through benches/peers/run_peer.py; see
 benches/peers/README.md for how each one is measured.
 """
@@ -74,6 +77,29 @@ def order0_floor(data: np.ndarray, hint: str | None) -> float:
 
 def _median_mbps(n: int, secs: list[float]) -> float:
     return n / 1e6 / statistics.median(secs)
+
+
+def bench_zipmodel_files(path: Path, level: str, threads: int, runs: int, hint, tmp: Path) -> dict:
+    """File to file through the page cache (compress_file / decompress_file), like ZipNN's route."""
+    zm, back = tmp / "bench.zm", tmp / "bench.out"
+    cs, ds = [], []
+    zipmodel.compress_file(path, zm, level=level, threads=threads, dtype=hint, force=True)
+    for _ in range(runs):
+        t = time.perf_counter()
+        zipmodel.compress_file(path, zm, level=level, threads=threads, dtype=hint, force=True)
+        cs.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        zipmodel.decompress_file(zm, back, threads=threads, force=True)
+        ds.append(time.perf_counter() - t)
+    ok = hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(path.read_bytes()).digest()
+    n = path.stat().st_size
+    return {
+        "name": f"zipmodel {level} (file to file)",
+        "fraction": zm.stat().st_size / n,
+        "compress": _median_mbps(n, cs),
+        "decompress": _median_mbps(n, ds),
+        "roundtrip": "identical" if ok else "FAILED",
+    }
 
 
 def bench_zipmodel(data: bytes, level: str, threads: int, runs: int, hint) -> dict:
@@ -154,6 +180,7 @@ def bench_peer(peer: str, setting: str, path: Path, threads: int, runs: int, hin
         "fraction": d["fraction"],
         "compress": d["compress_MBps_median"],
         "decompress": d["decompress_MBps_median"],
+        "decompress_tensors": d.get("decompress_tensors_only_MBps_median"),
         "roundtrip": d["roundtrip"],
         "mode": d.get("mode", ""),
         "runs": d.get("runs"),
@@ -171,6 +198,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--peers", default="", help="comma list of peers, or 'all'")
     ap.add_argument("--json-out", type=Path, help="also write the results here")
+    ap.add_argument("--files-mode", action="store_true", help="also time zipmodel file to file")
     args = ap.parse_args()
     files = [Path(f) for f in args.files] if args.files else [CORPUS / f for f in DEFAULT_FILES]
     hints = dict(DEFAULT_HINTS)
@@ -191,6 +219,13 @@ def main() -> None:
                     r["name"],
                     {"name": r["name"], "fraction": r["fraction"], "roundtrip": r["roundtrip"]},
                 )[th] = r
+            if args.files_mode:
+                import tempfile
+
+                with tempfile.TemporaryDirectory(dir=os.environ.get("ZIPMODEL_BENCH_TMP")) as tmp:
+                    for level in args.levels.split(","):
+                        r = bench_zipmodel_files(path, level, th, args.runs, hint, Path(tmp))
+                        rows.setdefault(r["name"], {"name": r["name"], "fraction": r["fraction"], "roundtrip": r["roundtrip"]})[th] = r
             r = bench_zstd(data, th, args.runs)
             rows.setdefault(
                 r["name"],
@@ -240,6 +275,21 @@ def main() -> None:
                 + " | ".join(cells)
                 + f" | {row.get('roundtrip', '?')} |"
             )
+        zipnn = rows.get("zipnn default")
+        if zipnn and "error" not in zipnn:
+            for level in args.levels.split(","):
+                z = rows.get(f"zipmodel {level}")
+                if not z:
+                    continue
+                parts = []
+                for t in threads:
+                    if t in z and t in zipnn and "compress" in zipnn[t]:
+                        tz = zipnn[t].get("decompress_tensors") or zipnn[t]["decompress"]
+                        parts.append(
+                            f"{t}T: compress {z[t]['compress'] / zipnn[t]['compress']:.2f}x, decompress "
+                            f"{z[t]['decompress'] / zipnn[t]['decompress']:.2f}x (vs its decode alone {z[t]['decompress'] / tz:.2f}x)"
+                        )
+                print(f"zipmodel {level} vs ZipNN: size {z['fraction'] / zipnn['fraction']:.4f}x; " + "; ".join(parts))
         print()
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2, default=str))

@@ -19,7 +19,52 @@ import numpy as np
 
 from .errors import OutputExistsError, ZipmodelError
 
-__all__ = ["Source", "atomic_output"]
+__all__ = ["Source", "atomic_output", "new_bytes"]
+
+
+def new_bytes(n: int) -> tuple[bytes, np.ndarray]:
+    """A new ``bytes`` object of ``n`` bytes and a writable uint8 view of its buffer.
+
+    ``bytes(n)`` gets fresh, lazily zeroed pages from the allocator (no memset), so decoders
+    can fill the result in place instead of decoding into an array and copying it into a
+    ``bytes`` at the end (a full extra pass over memory). The object is private to the caller
+    until returned. On interpreters other than CPython, or for n < 2 (CPython shares those
+    objects), the view is of a private array and the caller must use :func:`finish_bytes`.
+    """
+    import sys
+
+    if n >= 2 and sys.implementation.name == "cpython":
+        import ctypes
+
+        b = bytes(n)
+        addr = ctypes.cast(ctypes.c_char_p(b), ctypes.c_void_p).value
+        if n >= 8 << 20:
+            _advise_hugepages(addr, n)
+        view = np.ctypeslib.as_array((ctypes.c_ubyte * n).from_address(addr))
+        return b, view
+    arr = np.zeros(n, np.uint8)
+    return b"", arr
+
+
+def _advise_hugepages(addr: int, n: int) -> None:
+    """Ask Linux for transparent huge pages on a large fresh buffer, as numpy does for its
+    arrays: first-touching 45 MB measured 38 ms with 4 KiB pages and 8-10 ms with 2 MiB ones."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        start = (addr + (2 << 20) - 1) & ~((2 << 20) - 1)
+        end = (addr + n) & ~((2 << 20) - 1)
+        if end > start:
+            libc.madvise(start, end - start, 14)  # MADV_HUGEPAGE
+    except (OSError, AttributeError):
+        pass
+
+
+def finish_bytes(b: bytes, view: np.ndarray) -> bytes:
+    """The filled result of :func:`new_bytes`."""
+    return b if len(b) == view.size else view.tobytes()
 
 
 class Source:

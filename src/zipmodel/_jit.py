@@ -24,7 +24,7 @@ __all__ = ["cache_dir", "ensure_ready", "warmup"]
 
 _lock = threading.Lock()
 _ready = False
-KERNEL_MODULES = ("split", "huffman", "rans")
+KERNEL_MODULES = ("split", "xxh3", "huffman", "rans", "rans2d")
 
 
 def cache_dir() -> Path:
@@ -67,8 +67,13 @@ def warmup() -> float:
     from .codecs import CODECS, get_codec
     from .stages import TRANSFORMS
 
+    from ._checksum import xxh3_64
+
     rng = np.random.default_rng(0)
     raw = np.frombuffer(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(), np.uint8)  # read-only
+    for buf in (raw, raw.copy()):
+        xxh3_64(buf, 1)
+        xxh3_64(buf[1:], 1)
     for t in TRANSFORMS.values():
         streams = t.forward(raw)
         out = np.empty(raw.size, np.uint8)

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ._io import Source, atomic_output
+from ._io import Source, atomic_output, finish_bytes, new_bytes
 from .container.reader import ContainerReader
 from .dtypes import DType, dtype_from_hint, get_dtype, numpy_dtype
 from .errors import VerifyMismatchError, ZipmodelError
@@ -242,12 +242,15 @@ def decompress_bytes(
     f = io.BytesIO(data) if not isinstance(data, io.BytesIO) else data
     with ContainerReader(f, name="<bytes>") as reader:
         size = int(reader.index.source["size"])
-        result = np.empty(size, np.uint8) if out is None else out
-        if result.size != size:
-            raise ValueError(f"out has {result.size} bytes, the source has {size}")
+        if out is None:
+            blob, result = new_bytes(size)
+        else:
+            blob, result = None, out
+            if result.size != size:
+                raise ValueError(f"out has {result.size} bytes, the source has {size}")
         for _ in iter_decoded(reader, threads=threads, out=result):
             pass
-    return result.tobytes() if out is None else result
+    return finish_bytes(blob, result) if out is None else result
 
 
 def decompress_file(

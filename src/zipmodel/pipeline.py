@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
-import xxhash
 
+from ._checksum import xxh3_64
 from .codecs import get_codec
 from .codecs.select import CodecPolicy, encode_stream, policy_for_level
 from .container.format import CHUNK_DTYPE, CHUNK_MAGIC, MAX_CHUNK_RAW, NO_CONTEXT, STREAM_DTYPE
-from .container.frames import StreamInfo, build_frame, parse_frame
+from .container.frames import Frame, StreamInfo, build_frame, parse_frame, parse_frame_inplace
 from .container.index import Index, SegmentEntry
 from .container.writer import ContainerWriter
 from .errors import CorruptDataError, FormatError, ZipmodelError
@@ -150,7 +150,7 @@ def encode_chunk(
         n = memoryview(payload).nbytes
         infos.append(StreamInfo(codec_id, ctx if used_ctx else NO_CONTEXT, int(s.size), n))
         payloads.append(payload)
-    raw_check = xxhash.xxh3_64_intdigest(raw, seed=src_offset)
+    raw_check = xxh3_64(raw, src_offset)
     parts = build_frame(
         CHUNK_MAGIC, transform.transform_id, src_offset, int(raw.size), raw_check, infos, payloads
     )
@@ -175,11 +175,12 @@ def _scratch(slot: int, size: int) -> np.ndarray:
 
 
 def decode_chunk(buf, out: np.ndarray, *, row=None, path=None, offset: int | None = None) -> None:
-    """Decode the frame in ``buf`` into ``out`` (uint8, the chunk's exact size) and verify it.
+    """Decode the frame in ``buf`` (bytes-like, or a parsed :class:`Frame`) into ``out``.
 
-    ``row`` (the chunk's index entry) is cross-checked against the frame when given.
+    ``out`` is uint8 of the chunk's exact size; the decoded bytes are verified against the
+    frame's content checksum. ``row`` (the chunk's index entry) is cross-checked when given.
     """
-    frame = parse_frame(buf, path=path, offset=offset)
+    frame = buf if isinstance(buf, Frame) else parse_frame(buf, path=path, offset=offset)
     h = frame.header
     if h.magic != CHUNK_MAGIC:
         raise FormatError("expected a chunk frame", path=path, offset=offset)
@@ -234,7 +235,7 @@ def decode_chunk(buf, out: np.ndarray, *, row=None, path=None, offset: int | Non
             t.inverse(streams, out)
     except ZipmodelError as e:  # codecs do not know the file name
         raise (e.with_path(path) if path else e) from None
-    if xxhash.xxh3_64_intdigest(out, seed=h.src_offset) != frame.raw_check:
+    if xxh3_64(out, h.src_offset) != frame.raw_check:
         raise CorruptDataError(
             "chunk content checksum mismatch after decoding", path=path, offset=offset
         )

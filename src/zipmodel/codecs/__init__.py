@@ -23,6 +23,7 @@ CODECS: dict[int, tuple[str, str, str]] = {
     0: ("raw", "zipmodel.codecs.raw:RawCodec", ""),
     1: ("const", "zipmodel.codecs.const:ConstCodec", ""),
     2: ("zstd", "zipmodel.codecs.zstd:ZstdCodec", "pip install zstandard"),
+    3: ("huffman", "zipmodel.codecs.huffman:HuffmanCodec", "pip install numba"),
     4: ("rans", "zipmodel.codecs.rans:RansCodec", "pip install numba"),
     5: ("rans-ctx", "zipmodel.codecs.rans:RansCtxCodec", "pip install numba"),
 }

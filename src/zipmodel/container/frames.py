@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import xxhash
+import numpy as np
 
+from .._checksum import xxh3_64
 from ..errors import CorruptDataError, FormatError
 from .format import (
     CHUNK_MAGIC,
@@ -19,7 +21,23 @@ from .format import (
     STREAM_ENTRY,
 )
 
-__all__ = ["Frame", "FrameHeader", "StreamInfo", "build_frame", "parse_frame", "parse_frame_header"]
+__all__ = [
+    "HEADROOM",
+    "Frame",
+    "FrameHeader",
+    "StreamInfo",
+    "build_frame",
+    "frame_buffer",
+    "parse_frame",
+    "parse_frame_header",
+    "parse_frame_inplace",
+]
+
+# The checksum covers header[0:24] and the body, which the 8-byte check field separates. A frame
+# held at offset HEADROOM of a buffer can be made contiguous by moving its first 24 bytes 8 to
+# the right, so it is hashed in one pass without copying the body.
+HEADROOM = 8
+_local = threading.local()
 
 
 @dataclass(frozen=True)
@@ -66,7 +84,7 @@ def build_frame(
     streams: Sequence[StreamInfo],
     payloads: Sequence,
 ) -> list:
-    """Return the frame as a list of buffers to write in order (payloads are not copied)."""
+    """Return the frame as a list of buffers to write in order (here: one contiguous array)."""
     if len(streams) > MAX_STREAMS:
         raise ValueError(f"{len(streams)} streams, at most {MAX_STREAMS}")
     table = b"".join(
@@ -74,12 +92,26 @@ def build_frame(
     ) + RAW_CHECK.pack(raw_check)
     body_size = len(table) + sum(memoryview(p).nbytes for p in payloads)
     head = FRAME_HEADER.pack(magic, transform, len(streams), 0, src_offset, raw_size, body_size, 0)
-    h = xxhash.xxh3_64(head[:FRAME_CHECKED])
-    h.update(table)
+    buf = np.empty(HEADROOM + FRAME_HEADER.size + body_size, np.uint8)
+    pos = HEADROOM + FRAME_HEADER.size
+    buf[pos : pos + len(table)] = np.frombuffer(table, np.uint8)
+    pos += len(table)
     for p in payloads:
-        h.update(p)
-    head = head[:FRAME_CHECKED] + h.intdigest().to_bytes(8, "little")
-    return [head + table, *payloads]
+        a = p if isinstance(p, np.ndarray) else np.frombuffer(p, np.uint8)
+        buf[pos : pos + a.size] = a
+        pos += a.size
+    buf[HEADROOM + 8 : HEADROOM + 32] = np.frombuffer(head[:FRAME_CHECKED], np.uint8)
+    check = xxh3_64(buf[HEADROOM + 8 :])
+    buf[HEADROOM : HEADROOM + 32] = np.frombuffer(head[:FRAME_CHECKED] + check.to_bytes(8, "little"), np.uint8)
+    return [buf[HEADROOM:]]
+
+
+def frame_buffer(size: int) -> np.ndarray:
+    """This thread's reusable buffer for reading a frame of ``size`` bytes (plus headroom)."""
+    b = getattr(_local, "buf", None)
+    if b is None or b.size < size + HEADROOM:
+        b = _local.buf = np.empty(max(size + HEADROOM, 1 << 20), np.uint8)
+    return b
 
 
 def parse_frame_header(buf, *, path=None, offset: int | None = None) -> FrameHeader:
@@ -111,31 +143,42 @@ def parse_frame_header(buf, *, path=None, offset: int | None = None) -> FrameHea
 
 
 def parse_frame(buf, *, path=None, offset: int | None = None) -> Frame:
-    """Parse a whole frame held in ``buf`` and verify its checksum."""
-    mv = memoryview(buf).cast("B")
+    """Parse a whole frame held in ``buf`` and verify its checksum.
+
+    The frame is copied into this thread's frame buffer; payloads are views into it, valid
+    until the next frame is parsed on this thread.
+    """
+    src = buf if isinstance(buf, np.ndarray) else np.frombuffer(buf, np.uint8)
+    size = src.size
+    fb = frame_buffer(size)
+    fb[HEADROOM : HEADROOM + size] = src
+    return parse_frame_inplace(fb, size, path=path, offset=offset)
+
+
+def parse_frame_inplace(fb: np.ndarray, size: int, *, path=None, offset: int | None = None) -> Frame:
+    """Parse the frame of ``size`` bytes at ``fb[HEADROOM:]`` (``fb`` is modified)."""
+    mv = memoryview(fb)[HEADROOM : HEADROOM + size]
     h = parse_frame_header(mv, path=path, offset=offset)
-    if len(mv) != h.size:
-        raise FormatError(
-            f"frame is {len(mv)} bytes, its header says {h.size}", path=path, offset=offset
-        )
-    hasher = xxhash.xxh3_64(mv[:FRAME_CHECKED])
-    hasher.update(mv[FRAME_HEADER.size :])
-    if hasher.intdigest() != h.check:
-        raise CorruptDataError(
-            f"frame checksum mismatch (stored {h.check:016x}, computed {hasher.intdigest():016x})",
-            path=path,
-            offset=offset,
-        )
+    if size != h.size:
+        raise FormatError(f"frame is {size} bytes, its header says {h.size}", path=path, offset=offset)
     pos = FRAME_HEADER.size
     streams = []
     for _ in range(h.n_streams):
-        streams.append(
-            StreamInfo(*(v for i, v in enumerate(STREAM_ENTRY.unpack_from(mv, pos)) if i != 2))
-        )
+        codec, context, _r, dec, enc = STREAM_ENTRY.unpack_from(mv, pos)
+        streams.append(StreamInfo(codec, context, dec, enc))
         pos += STREAM_ENTRY.size
     (raw_check,) = RAW_CHECK.unpack_from(mv, pos)
     pos += RAW_CHECK.size
-    if pos + sum(s.encoded_size for s in streams) != len(mv):
+    # make header[0:24] and the body contiguous (see HEADROOM) and check them in one pass
+    fb[HEADROOM + 8 : HEADROOM + 32] = fb[HEADROOM : HEADROOM + 24].copy()
+    computed = xxh3_64(fb[HEADROOM + 8 : HEADROOM + size])
+    if computed != h.check:
+        raise CorruptDataError(
+            f"frame checksum mismatch (stored {h.check:016x}, computed {computed:016x})",
+            path=path,
+            offset=offset,
+        )
+    if pos + sum(s.encoded_size for s in streams) != size:
         raise FormatError("stream sizes do not add up to the frame size", path=path, offset=offset)
     payloads = []
     for s in streams:

@@ -13,7 +13,6 @@ import threading
 from typing import BinaryIO
 
 import numpy as np
-import xxhash
 
 from ..errors import CorruptDataError, FormatError, UnsupportedError
 from .format import (
@@ -28,7 +27,8 @@ from .format import (
     TRAILER,
     TRAILER_MAGIC,
 )
-from .frames import parse_frame
+from .._checksum import xxh3_64
+from .frames import HEADROOM, frame_buffer, parse_frame
 from .index import Index
 
 __all__ = ["KNOWN_FLAGS", "ContainerReader", "decode_index_frame", "is_container"]
@@ -74,7 +74,6 @@ def decode_index_frame(buf, *, path=None, offset: int | None = None) -> Index:
     if frame.header.magic != INDEX_MAGIC:
         raise FormatError("expected the index frame", path=path, offset=offset)
     parts = []
-    h = xxhash.xxh3_64()
     for s, payload in zip(frame.streams, frame.payloads):
         limit = MAX_INDEX_RATIO * s.encoded_size + (1 << 20)
         if s.decoded_size > limit:
@@ -101,9 +100,8 @@ def decode_index_frame(buf, *, path=None, offset: int | None = None) -> Index:
             raise FormatError(f"index stream uses codec {s.codec}", path=path, offset=offset)
         if len(data) != s.decoded_size:
             raise CorruptDataError("index stream has the wrong size", path=path, offset=offset)
-        h.update(data)
         parts.append(data)
-    if h.intdigest() != frame.raw_check:
+    if xxh3_64(b"".join(parts)) != frame.raw_check:
         raise CorruptDataError("index content checksum mismatch", path=path, offset=offset)
     return Index.from_streams(parts, path=path)
 
@@ -195,6 +193,35 @@ class ContainerReader:
         """The bytes of chunk ``chunk``'s frame."""
         row = self.index.chunks[chunk]
         return self._pread(int(row["frame_offset"]), int(row["frame_size"]))
+
+    def read_frame_into(self, chunk: int) -> tuple[np.ndarray, int]:
+        """Read chunk ``chunk``'s frame into this thread's frame buffer (see ``frames``).
+
+        Returns ``(buffer, size)``: the frame is at ``buffer[HEADROOM:HEADROOM + size]``.
+        """
+        row = self.index.chunks[chunk]
+        offset, size = int(row["frame_offset"]), int(row["frame_size"])
+        fb = frame_buffer(size)
+        view = memoryview(fb)[HEADROOM : HEADROOM + size]
+        got = 0
+        if self._fd >= 0:
+            while got < size:
+                n = os.preadv(self._fd, [view[got:]], offset + got)
+                if n <= 0:
+                    break
+                got += n
+        else:
+            with self._lock:
+                self._f.seek(offset)
+                while got < size:
+                    n = self._f.readinto(view[got:])
+                    if not n:
+                        break
+                    got += n
+        if got != size:
+            raise FormatError(f"file is truncated: wanted {size} bytes", path=self.name, offset=offset)
+        self.bytes_read += size
+        return fb, size
 
     def chunk_rows(self) -> np.ndarray:
         return self.index.chunks

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import BinaryIO
 
 import numpy as np
-import xxhash
+
+from .._checksum import xxh3_64
 
 from .format import (
     FILE_HEADER,
@@ -60,12 +61,8 @@ class ContainerWriter:
             infos.append(
                 StreamInfo(codec=2, context=0xFF, decoded_size=len(s), encoded_size=len(z))
             )
-        h = xxhash.xxh3_64()
-        for s in raw_streams:
-            h.update(s)
-        parts = build_frame(
-            INDEX_MAGIC, 0, 0, sum(len(s) for s in raw_streams), h.intdigest(), infos, payloads
-        )
+        check = xxh3_64(b"".join(raw_streams))
+        parts = build_frame(INDEX_MAGIC, 0, 0, sum(len(s) for s in raw_streams), check, infos, payloads)
         offset, size = self.write_frame(parts)
         self._write([TRAILER.pack(offset, size, TRAILER_MAGIC)])
         return self.pos
