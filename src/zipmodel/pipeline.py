@@ -24,7 +24,7 @@ from ._checksum import xxh3_64
 from .codecs import get_codec
 from .codecs.select import CodecPolicy, encode_stream, policy_for_level
 from .container.format import CHUNK_DTYPE, CHUNK_MAGIC, MAX_CHUNK_RAW, NO_CONTEXT, STREAM_DTYPE
-from .container.frames import Frame, StreamInfo, build_frame, parse_frame, parse_frame_inplace
+from .container.frames import Frame, FrameWriter, StreamInfo, parse_frame, parse_frame_inplace
 from .container.index import Index, SegmentEntry
 from .container.writer import ContainerWriter
 from .errors import CorruptDataError, FormatError, ZipmodelError
@@ -120,12 +120,59 @@ def _row_len(seg) -> int:
 
 @dataclass
 class EncodedChunk:
-    parts: list
-    frame_size: int
+    frame: np.ndarray  # the frame's bytes (a view of a pooled buffer)
+    buffer: np.ndarray | None  # the pooled buffer, handed back after the frame is written
     transform_id: int
     raw_size: int
     streams: list[StreamInfo]
     seconds: float
+
+    @property
+    def frame_size(self) -> int:
+        return int(self.frame.size)
+
+
+class BufferPool:
+    """Reusable frame buffers: a freed 700 KiB block goes back to the OS and faults in fresh
+    pages next time (measured: a split into fresh arrays took 556 us, into reused ones 39 us)."""
+
+    def __init__(self, limit: int = 64):
+        self._free: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def acquire(self, size: int) -> np.ndarray:
+        with self._lock:
+            for i, b in enumerate(self._free):
+                if b.size >= size:
+                    return self._free.pop(i)
+        return np.empty(max(size, 1 << 20), np.uint8)
+
+    def release(self, buf: np.ndarray | None) -> None:
+        if buf is None:
+            return
+        with self._lock:
+            if len(self._free) < self._limit:
+                self._free.append(buf)
+
+
+_encode_local = threading.local()
+
+
+def _stream_scratch(transform: Transform, raw_size: int) -> list[np.ndarray]:
+    """Per-thread arrays for a chunk's streams (valid until this thread's next chunk)."""
+    bufs = getattr(_encode_local, "streams", None)
+    if bufs is None:
+        bufs = _encode_local.streams = []
+    sizes = transform.stream_sizes(raw_size)
+    while len(bufs) < len(sizes):
+        bufs.append(np.empty(0, np.uint8))
+    out = []
+    for j, n in enumerate(sizes):
+        if bufs[j].size < n:
+            bufs[j] = np.empty(max(n, 1 << 19), np.uint8)
+        out.append(bufs[j][:n])
+    return out
 
 
 def encode_chunk(
@@ -134,30 +181,33 @@ def encode_chunk(
     transform: Transform,
     policy: CodecPolicy,
     layout: tuple[int, int] | None = None,
+    *,
+    pool: BufferPool | None = None,
 ) -> EncodedChunk:
     """Transform and code one chunk into a frame (``raw`` is never modified).
 
     ``layout`` is ``(row_len, first_col)`` of the chunk's elements in a matrix-shaped tensor.
+    With ``pool``, the frame lives in a pooled buffer the caller hands back after writing it.
     """
     t0 = time.perf_counter()
-    infos, payloads = [], []
-    streams = transform.forward(raw)
+    n = int(raw.size)
+    if transform.n_streams > 1:
+        streams = transform.forward(raw, _stream_scratch(transform, n))
+    else:
+        streams = transform.forward(raw)
+    size = FrameWriter.capacity(transform.n_streams, n)
+    buf = pool.acquire(size) if pool is not None else np.empty(size, np.uint8)
+    w = FrameWriter(buf, transform.n_streams)
+    infos = []
     kinds = zip(streams, transform.stream_kinds, transform.stream_contexts, transform.stream_2d)
     for s, kind, ctx, two_d in kinds:
         codec_id, payload, used_ctx = encode_stream(
             s, kind, policy, streams[ctx] if ctx is not None else None, layout if two_d else None
         )
-        n = memoryview(payload).nbytes
-        infos.append(StreamInfo(codec_id, ctx if used_ctx else NO_CONTEXT, int(s.size), n))
-        payloads.append(payload)
-    raw_check = xxh3_64(raw, src_offset)
-    parts = build_frame(
-        CHUNK_MAGIC, transform.transform_id, src_offset, int(raw.size), raw_check, infos, payloads
-    )
-    size = sum(memoryview(p).nbytes for p in parts)
-    return EncodedChunk(
-        parts, size, transform.transform_id, int(raw.size), infos, time.perf_counter() - t0
-    )
+        nbytes = w.add(payload)  # copied now: a codec's payload may live in its scratch
+        infos.append(StreamInfo(codec_id, ctx if used_ctx else NO_CONTEXT, int(s.size), nbytes))
+    frame = w.finish(CHUNK_MAGIC, transform.transform_id, src_offset, n, xxh3_64(raw, src_offset), infos)
+    return EncodedChunk(frame, buf if pool is not None else None, transform.transform_id, n, infos, time.perf_counter() - t0)
 
 
 _scratch_local = threading.local()
@@ -295,15 +345,17 @@ def compress_layout(
     stream_rows = []
     seconds: dict[str, float] = {}
 
+    pool = BufferPool(4 * threads + 4)
+
     def work(p: ChunkPlan) -> EncodedChunk:
-        return encode_chunk(
-            data[p.offset : p.offset + p.size], p.offset, p.transform, policy, p.layout
-        )
+        chunk = data[p.offset : p.offset + p.size]
+        return encode_chunk(chunk, p.offset, p.transform, policy, p.layout, pool=pool)
 
     done = 0
     for i, (p, enc) in enumerate(zip(plans, _windowed(plans, work, threads))):
         sha.update(data[p.offset : p.offset + p.size])
-        off, size = writer.write_frame(enc.parts)
+        off, size = writer.write_frame([enc.frame])
+        pool.release(enc.buffer)
         chunk_rows[i] = (
             p.offset,
             off,

@@ -3,8 +3,11 @@
 A codec turns one byte stream into bytes and back. It is a small class with:
 
 * ``codec_id`` (the byte stored in the container; ids are never reused) and ``name``;
-* ``encode(data)``: ``data`` is a contiguous uint8 array; returns the payload ``bytes``, or
-  ``None`` when the codec cannot or should not code this stream (the chooser then moves on);
+* ``encode(data)``: ``data`` is a contiguous uint8 array; returns the payload (bytes-like), or
+  ``None`` when the codec cannot or should not code this stream (the chooser then moves on).
+  The payload may be a view of the codec's per-thread scratch memory, valid until the same
+  thread's next ``encode`` call on that codec: callers copy it before coding anything else
+  with the same codec (the frame writer does);
 * ``decode(payload, out)``: ``out`` is a preallocated uint8 array of exactly the decoded size
   recorded in the container; the codec fills all of it or raises
   :class:`~zipmodel.errors.CorruptDataError`. A decoder must never read or write out of

@@ -110,7 +110,7 @@ class HuffmanCodec(Codec):
             raise ValueError(f"max_code_bits must be 8..12, got {max_code_bits}")
         self.max_code_bits = max_code_bits
 
-    def encode(self, data: np.ndarray) -> bytes | None:
+    def encode(self, data: np.ndarray) -> np.ndarray | None:
         k, s = _k(), _scratch()
         data = _readonly(np.ascontiguousarray(data, np.uint8).reshape(-1))
         bounds = split_bounds(data.size)
@@ -141,7 +141,7 @@ class HuffmanCodec(Codec):
         k._encode4(data, _u64(bounds), s.codes, payload, _u64(wbounds))
         if not _LITTLE:
             payload[hlen // 8 :].byteswap(inplace=True)
-        return payload.tobytes()
+        return payload.view(np.uint8)  # valid until this thread's next encode (base.py)
 
     def decode(self, payload: memoryview, out: np.ndarray) -> None:
         k, s = _k(), _scratch()

@@ -138,7 +138,7 @@ class RansCodec(Codec):
         k._normalize(hist, PROB_BITS, freq)
         buf = _scratch("enc", 2 * data.size + 2 + 4 * _STATES + 1 + 32 + 3 * 256, np.uint8)
         start = k._rans_encode(data, freq, PROB_BITS, buf)
-        return buf[start:].tobytes()
+        return buf[start:]  # valid until this thread's next rans encode (see codecs/base.py)
 
     def decode(self, payload: memoryview, out: np.ndarray) -> None:
         k = _kernels()
@@ -200,9 +200,9 @@ class RansCtxCodec(Codec):
         for t, row in enumerate(tables):
             kern._normalize(row if row.any() else np.ones_like(row), 5 + k, freqs[t])
         header = kern._ctx_header_size(k, own, freqs)
-        buf = _scratch("enc", 2 * data.size + 2 + 4 * _STATES + header, np.uint8)
+        buf = _scratch("enc_ctx", 2 * data.size + 2 + 4 * _STATES + header, np.uint8)
         start = kern._ctx_encode(data, context, k, own, freqs, buf)
-        return buf[start:].tobytes()
+        return buf[start:]  # valid until this thread's next rans-ctx encode
 
     def decode(self, payload: memoryview, out: np.ndarray, context: np.ndarray) -> None:
         kern = _kernels()

@@ -24,6 +24,7 @@ from .format import (
 __all__ = [
     "HEADROOM",
     "Frame",
+    "FrameWriter",
     "FrameHeader",
     "StreamInfo",
     "build_frame",
@@ -75,6 +76,52 @@ class Frame:
     payloads: tuple[memoryview, ...]
 
 
+class FrameWriter:
+    """Assembles one frame in a caller-provided buffer, payload by payload.
+
+    Each payload is copied in as soon as it is added, so a codec may hand back a view of its
+    own scratch memory. ``finish`` writes the stream table, the header and the checksum and
+    returns the frame (a view of ``buf``).
+    """
+
+    def __init__(self, buf: np.ndarray, n_streams: int):
+        if n_streams > MAX_STREAMS:
+            raise ValueError(f"{n_streams} streams, at most {MAX_STREAMS}")
+        self.buf = buf
+        self.n_streams = n_streams
+        self.pos = HEADROOM + FRAME_HEADER.size + STREAM_ENTRY.size * n_streams + RAW_CHECK.size
+
+    @staticmethod
+    def capacity(n_streams: int, payload_bytes: int) -> int:
+        """Buffer bytes needed for a frame of ``n_streams`` holding ``payload_bytes``."""
+        return HEADROOM + FRAME_HEADER.size + STREAM_ENTRY.size * n_streams + RAW_CHECK.size + payload_bytes
+
+    def add(self, payload) -> int:
+        a = payload if isinstance(payload, np.ndarray) else np.frombuffer(payload, np.uint8)
+        a = a.reshape(-1).view(np.uint8)
+        self.buf[self.pos : self.pos + a.size] = a
+        self.pos += a.size
+        return int(a.size)
+
+    def finish(
+        self, magic: bytes, transform: int, src_offset: int, raw_size: int, raw_check: int, streams: Sequence[StreamInfo]
+    ) -> np.ndarray:
+        if len(streams) != self.n_streams:
+            raise ValueError(f"{len(streams)} stream entries for {self.n_streams} streams")
+        buf = self.buf
+        table = b"".join(
+            STREAM_ENTRY.pack(s.codec, s.context, 0, s.decoded_size, s.encoded_size) for s in streams
+        ) + RAW_CHECK.pack(raw_check)
+        t0 = HEADROOM + FRAME_HEADER.size
+        buf[t0 : t0 + len(table)] = np.frombuffer(table, np.uint8)
+        body_size = self.pos - t0
+        head = FRAME_HEADER.pack(magic, transform, self.n_streams, 0, src_offset, raw_size, body_size, 0)
+        buf[HEADROOM + 8 : HEADROOM + 32] = np.frombuffer(head[:FRAME_CHECKED], np.uint8)
+        check = xxh3_64(buf[HEADROOM + 8 : self.pos])
+        buf[HEADROOM : HEADROOM + 32] = np.frombuffer(head[:FRAME_CHECKED] + check.to_bytes(8, "little"), np.uint8)
+        return buf[HEADROOM : self.pos]
+
+
 def build_frame(
     magic: bytes,
     transform: int,
@@ -85,25 +132,11 @@ def build_frame(
     payloads: Sequence,
 ) -> list:
     """Return the frame as a list of buffers to write in order (here: one contiguous array)."""
-    if len(streams) > MAX_STREAMS:
-        raise ValueError(f"{len(streams)} streams, at most {MAX_STREAMS}")
-    table = b"".join(
-        STREAM_ENTRY.pack(s.codec, s.context, 0, s.decoded_size, s.encoded_size) for s in streams
-    ) + RAW_CHECK.pack(raw_check)
-    body_size = len(table) + sum(memoryview(p).nbytes for p in payloads)
-    head = FRAME_HEADER.pack(magic, transform, len(streams), 0, src_offset, raw_size, body_size, 0)
-    buf = np.empty(HEADROOM + FRAME_HEADER.size + body_size, np.uint8)
-    pos = HEADROOM + FRAME_HEADER.size
-    buf[pos : pos + len(table)] = np.frombuffer(table, np.uint8)
-    pos += len(table)
+    total = sum(memoryview(p).nbytes for p in payloads)
+    w = FrameWriter(np.empty(FrameWriter.capacity(len(streams), total), np.uint8), len(streams))
     for p in payloads:
-        a = p if isinstance(p, np.ndarray) else np.frombuffer(p, np.uint8)
-        buf[pos : pos + a.size] = a
-        pos += a.size
-    buf[HEADROOM + 8 : HEADROOM + 32] = np.frombuffer(head[:FRAME_CHECKED], np.uint8)
-    check = xxh3_64(buf[HEADROOM + 8 :])
-    buf[HEADROOM : HEADROOM + 32] = np.frombuffer(head[:FRAME_CHECKED] + check.to_bytes(8, "little"), np.uint8)
-    return [buf[HEADROOM:]]
+        w.add(p)
+    return [w.finish(magic, transform, src_offset, raw_size, raw_check, streams)]
 
 
 def frame_buffer(size: int) -> np.ndarray:

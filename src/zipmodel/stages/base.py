@@ -60,8 +60,12 @@ class Transform(ABC):
         return np.repeat(per[:, None], self.n_streams, axis=1)
 
     @abstractmethod
-    def forward(self, raw: np.ndarray) -> list[np.ndarray]:
-        """Split ``raw`` into contiguous uint8 streams (``raw`` is left untouched)."""
+    def forward(self, raw: np.ndarray, out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Split ``raw`` into contiguous uint8 streams (``raw`` is left untouched).
+
+        With ``out`` (arrays of exactly :meth:`stream_sizes`), the streams are written there
+        instead of into new arrays (hot loops reuse buffers rather than fault in fresh pages).
+        """
 
     @abstractmethod
     def inverse(self, streams: Sequence[np.ndarray], out: np.ndarray) -> None:

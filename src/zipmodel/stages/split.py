@@ -23,6 +23,10 @@ import numpy as np
 from .base import Transform
 
 
+def _new(n: int, size: int) -> list[np.ndarray]:
+    return [np.empty(size, np.uint8) for _ in range(n)]
+
+
 def _k():
     """The split kernels (Numba), compiled or loaded on first use."""
     from .. import _jit
@@ -42,7 +46,7 @@ class Identity(Transform):
     transform_id = 0
     name = "identity"
 
-    def forward(self, raw: np.ndarray) -> list[np.ndarray]:
+    def forward(self, raw: np.ndarray, out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
         return [raw]
 
     def inverse(self, streams: Sequence[np.ndarray], out: np.ndarray) -> None:
@@ -60,8 +64,8 @@ class SplitBF16(Transform):
     stream_contexts = (None, 0)  # the top mantissa bits depend on the exponent
     stream_2d = (True, False)
 
-    def forward(self, raw: np.ndarray) -> list[np.ndarray]:
-        exp, sm = np.empty(raw.size // 2, np.uint8), np.empty(raw.size // 2, np.uint8)
+    def forward(self, raw: np.ndarray, out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+        exp, sm = out if out is not None else _new(2, raw.size // 2)
         _k()._split_bf16(raw, exp, sm)
         return [exp, sm]
 
@@ -80,8 +84,8 @@ class SplitF16(Transform):
     stream_contexts = (None, 0)
     stream_2d = (True, False)
 
-    def forward(self, raw: np.ndarray) -> list[np.ndarray]:
-        hi, lo = np.empty(raw.size // 2, np.uint8), np.empty(raw.size // 2, np.uint8)
+    def forward(self, raw: np.ndarray, out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+        hi, lo = out if out is not None else _new(2, raw.size // 2)
         _k()._split_f16(raw, hi, lo)
         return [hi, lo]
 
@@ -100,8 +104,8 @@ class SplitF32(Transform):
     stream_contexts = (None, 0, None, None)
     stream_2d = (True, False, False, False)
 
-    def forward(self, raw: np.ndarray) -> list[np.ndarray]:
-        streams = [np.empty(raw.size // 4, np.uint8) for _ in range(4)]
+    def forward(self, raw: np.ndarray, out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+        streams = list(out) if out is not None else _new(4, raw.size // 4)
         _k()._split_f32(raw, *streams)
         return streams
 
