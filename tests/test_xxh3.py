@@ -6,7 +6,21 @@ from hypothesis import strategies as st
 
 from zipmodel._checksum import xxh3_64
 
-LENGTHS = list(range(0, 260)) + [511, 512, 1023, 1024, 1025, 1087, 1088, 2047, 2048, 2049, 4096 + 63, 100_003]
+LENGTHS = [
+    *range(0, 260),
+    511,
+    512,
+    1023,
+    1024,
+    1025,
+    1087,
+    1088,
+    2047,
+    2048,
+    2049,
+    4096 + 63,
+    100_003,
+]
 
 
 @pytest.mark.parametrize("n", LENGTHS)

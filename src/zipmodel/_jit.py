@@ -64,10 +64,9 @@ def warmup() -> float:
     import numpy as np
 
     t0 = time.perf_counter()
+    from ._checksum import xxh3_64
     from .codecs import CODECS, get_codec
     from .stages import TRANSFORMS
-
-    from ._checksum import xxh3_64
 
     rng = np.random.default_rng(0)
     raw = np.frombuffer(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(), np.uint8)  # read-only

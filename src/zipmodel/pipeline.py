@@ -24,7 +24,7 @@ from ._checksum import xxh3_64
 from .codecs import get_codec
 from .codecs.select import CodecPolicy, encode_stream, policy_for_level
 from .container.format import CHUNK_DTYPE, CHUNK_MAGIC, MAX_CHUNK_RAW, NO_CONTEXT, STREAM_DTYPE
-from .container.frames import Frame, FrameWriter, StreamInfo, parse_frame, parse_frame_inplace
+from .container.frames import Frame, FrameWriter, StreamInfo, parse_frame
 from .container.index import Index, SegmentEntry
 from .container.writer import ContainerWriter
 from .errors import CorruptDataError, FormatError, ZipmodelError
@@ -206,8 +206,17 @@ def encode_chunk(
         )
         nbytes = w.add(payload)  # copied now: a codec's payload may live in its scratch
         infos.append(StreamInfo(codec_id, ctx if used_ctx else NO_CONTEXT, int(s.size), nbytes))
-    frame = w.finish(CHUNK_MAGIC, transform.transform_id, src_offset, n, xxh3_64(raw, src_offset), infos)
-    return EncodedChunk(frame, buf if pool is not None else None, transform.transform_id, n, infos, time.perf_counter() - t0)
+    frame = w.finish(
+        CHUNK_MAGIC, transform.transform_id, src_offset, n, xxh3_64(raw, src_offset), infos
+    )
+    return EncodedChunk(
+        frame,
+        buf if pool is not None else None,
+        transform.transform_id,
+        n,
+        infos,
+        time.perf_counter() - t0,
+    )
 
 
 _scratch_local = threading.local()

@@ -8,7 +8,7 @@ threads at about 1.3x one; this kernel releases it. Input is read byte-wise (any
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, uint32, uint64
+from numba import njit, uint64
 
 _SECRET = np.array(
     [
@@ -117,7 +117,9 @@ def _swap64(x):
 def _mix16(data, i, sec, s, seed):
     lo = _r64(data, i)
     hi = _r64(data, uint64(i) + uint64(8))
-    return _mul128_fold64(lo ^ (_r64(sec, s) + seed), hi ^ (_r64(sec, uint64(s) + uint64(8)) - seed))
+    return _mul128_fold64(
+        lo ^ (_r64(sec, s) + seed), hi ^ (_r64(sec, uint64(s) + uint64(8)) - seed)
+    )
 
 
 @njit(inline="always")
@@ -313,5 +315,7 @@ def _xxh3_64_impl(data, words, aligned, seed):
     _accumulate_512(acc, data, n - uint64(64), sec, uint64(192 - 64 - 7))
     result = n * P64_1
     for i in range(4):
-        result += _mul128_fold64(acc[2 * i] ^ _r64(sec, 11 + 16 * i), acc[2 * i + 1] ^ _r64(sec, 11 + 16 * i + 8))
+        result += _mul128_fold64(
+            acc[2 * i] ^ _r64(sec, 11 + 16 * i), acc[2 * i + 1] ^ _r64(sec, 11 + 16 * i + 8)
+        )
     return _avalanche(result)

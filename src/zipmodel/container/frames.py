@@ -24,8 +24,8 @@ from .format import (
 __all__ = [
     "HEADROOM",
     "Frame",
-    "FrameWriter",
     "FrameHeader",
+    "FrameWriter",
     "StreamInfo",
     "build_frame",
     "frame_buffer",
@@ -94,7 +94,13 @@ class FrameWriter:
     @staticmethod
     def capacity(n_streams: int, payload_bytes: int) -> int:
         """Buffer bytes needed for a frame of ``n_streams`` holding ``payload_bytes``."""
-        return HEADROOM + FRAME_HEADER.size + STREAM_ENTRY.size * n_streams + RAW_CHECK.size + payload_bytes
+        return (
+            HEADROOM
+            + FRAME_HEADER.size
+            + STREAM_ENTRY.size * n_streams
+            + RAW_CHECK.size
+            + payload_bytes
+        )
 
     def add(self, payload) -> int:
         a = payload if isinstance(payload, np.ndarray) else np.frombuffer(payload, np.uint8)
@@ -104,21 +110,32 @@ class FrameWriter:
         return int(a.size)
 
     def finish(
-        self, magic: bytes, transform: int, src_offset: int, raw_size: int, raw_check: int, streams: Sequence[StreamInfo]
+        self,
+        magic: bytes,
+        transform: int,
+        src_offset: int,
+        raw_size: int,
+        raw_check: int,
+        streams: Sequence[StreamInfo],
     ) -> np.ndarray:
         if len(streams) != self.n_streams:
             raise ValueError(f"{len(streams)} stream entries for {self.n_streams} streams")
         buf = self.buf
         table = b"".join(
-            STREAM_ENTRY.pack(s.codec, s.context, 0, s.decoded_size, s.encoded_size) for s in streams
+            STREAM_ENTRY.pack(s.codec, s.context, 0, s.decoded_size, s.encoded_size)
+            for s in streams
         ) + RAW_CHECK.pack(raw_check)
         t0 = HEADROOM + FRAME_HEADER.size
         buf[t0 : t0 + len(table)] = np.frombuffer(table, np.uint8)
         body_size = self.pos - t0
-        head = FRAME_HEADER.pack(magic, transform, self.n_streams, 0, src_offset, raw_size, body_size, 0)
+        head = FRAME_HEADER.pack(
+            magic, transform, self.n_streams, 0, src_offset, raw_size, body_size, 0
+        )
         buf[HEADROOM + 8 : HEADROOM + 32] = np.frombuffer(head[:FRAME_CHECKED], np.uint8)
         check = xxh3_64(buf[HEADROOM + 8 : self.pos])
-        buf[HEADROOM : HEADROOM + 32] = np.frombuffer(head[:FRAME_CHECKED] + check.to_bytes(8, "little"), np.uint8)
+        buf[HEADROOM : HEADROOM + 32] = np.frombuffer(
+            head[:FRAME_CHECKED] + check.to_bytes(8, "little"), np.uint8
+        )
         return buf[HEADROOM : self.pos]
 
 
@@ -188,12 +205,16 @@ def parse_frame(buf, *, path=None, offset: int | None = None) -> Frame:
     return parse_frame_inplace(fb, size, path=path, offset=offset)
 
 
-def parse_frame_inplace(fb: np.ndarray, size: int, *, path=None, offset: int | None = None) -> Frame:
+def parse_frame_inplace(
+    fb: np.ndarray, size: int, *, path=None, offset: int | None = None
+) -> Frame:
     """Parse the frame of ``size`` bytes at ``fb[HEADROOM:]`` (``fb`` is modified)."""
     mv = memoryview(fb)[HEADROOM : HEADROOM + size]
     h = parse_frame_header(mv, path=path, offset=offset)
     if size != h.size:
-        raise FormatError(f"frame is {size} bytes, its header says {h.size}", path=path, offset=offset)
+        raise FormatError(
+            f"frame is {size} bytes, its header says {h.size}", path=path, offset=offset
+        )
     pos = FRAME_HEADER.size
     streams = []
     for _ in range(h.n_streams):

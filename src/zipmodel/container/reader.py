@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .._checksum import xxh3_64
 from ..errors import CorruptDataError, FormatError, UnsupportedError
 from .format import (
     FILE_HEADER,
@@ -27,7 +28,6 @@ from .format import (
     TRAILER,
     TRAILER_MAGIC,
 )
-from .._checksum import xxh3_64
 from .frames import HEADROOM, frame_buffer, parse_frame
 from .index import Index
 
@@ -219,7 +219,9 @@ class ContainerReader:
                         break
                     got += n
         if got != size:
-            raise FormatError(f"file is truncated: wanted {size} bytes", path=self.name, offset=offset)
+            raise FormatError(
+                f"file is truncated: wanted {size} bytes", path=self.name, offset=offset
+            )
         self.bytes_read += size
         return fb, size
 

@@ -8,7 +8,6 @@ from typing import BinaryIO
 import numpy as np
 
 from .._checksum import xxh3_64
-
 from .format import (
     FILE_HEADER,
     FILE_MAGIC,
@@ -62,7 +61,9 @@ class ContainerWriter:
                 StreamInfo(codec=2, context=0xFF, decoded_size=len(s), encoded_size=len(z))
             )
         check = xxh3_64(b"".join(raw_streams))
-        parts = build_frame(INDEX_MAGIC, 0, 0, sum(len(s) for s in raw_streams), check, infos, payloads)
+        parts = build_frame(
+            INDEX_MAGIC, 0, 0, sum(len(s) for s in raw_streams), check, infos, payloads
+        )
         offset, size = self.write_frame(parts)
         self._write([TRAILER.pack(offset, size, TRAILER_MAGIC)])
         return self.pos
