@@ -26,8 +26,9 @@ CODECS: dict[int, tuple[str, str, str]] = {
     3: ("huffman", "zipmodel.codecs.huffman:HuffmanCodec", "pip install numba"),
     4: ("rans", "zipmodel.codecs.rans:RansCodec", "pip install numba"),
     5: ("rans-ctx", "zipmodel.codecs.rans:RansCtxCodec", "pip install numba"),
+    6: ("rans-2d", "zipmodel.codecs.rans2d:Rans2DCodec", "pip install numba"),
 }
-_JIT = {3, 4, 5}  # codecs whose kernels are Numba-compiled
+_JIT = {3, 4, 5, 6}  # codecs whose kernels are Numba-compiled
 
 _instances: dict[int, Codec] = {}
 _lock = threading.Lock()
