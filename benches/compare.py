@@ -225,7 +225,14 @@ def main() -> None:
                 with tempfile.TemporaryDirectory(dir=os.environ.get("ZIPMODEL_BENCH_TMP")) as tmp:
                     for level in args.levels.split(","):
                         r = bench_zipmodel_files(path, level, th, args.runs, hint, Path(tmp))
-                        rows.setdefault(r["name"], {"name": r["name"], "fraction": r["fraction"], "roundtrip": r["roundtrip"]})[th] = r
+                        rows.setdefault(
+                            r["name"],
+                            {
+                                "name": r["name"],
+                                "fraction": r["fraction"],
+                                "roundtrip": r["roundtrip"],
+                            },
+                        )[th] = r
             r = bench_zstd(data, th, args.runs)
             rows.setdefault(
                 r["name"],
@@ -289,7 +296,10 @@ def main() -> None:
                             f"{t}T: compress {z[t]['compress'] / zipnn[t]['compress']:.2f}x, decompress "
                             f"{z[t]['decompress'] / zipnn[t]['decompress']:.2f}x (vs its decode alone {z[t]['decompress'] / tz:.2f}x)"
                         )
-                print(f"zipmodel {level} vs ZipNN: size {z['fraction'] / zipnn['fraction']:.4f}x; " + "; ".join(parts))
+                print(
+                    f"zipmodel {level} vs ZipNN: size {z['fraction'] / zipnn['fraction']:.4f}x; "
+                    + "; ".join(parts)
+                )
         print()
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2, default=str))

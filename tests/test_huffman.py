@@ -24,11 +24,11 @@ codec = HuffmanCodec()
 WORK = np.zeros(kern.WORK_SIZE, np.int64)
 
 
-
 def enc(codec, *args):
     """The codec's payload as bytes (encode may return a view of its per-thread scratch)."""
     p = codec.encode(*args)
     return None if p is None else bytes(p)
+
 
 def make_data(kind: str, n: int, seed: int) -> np.ndarray:
     """``n`` bytes of a given shape of distribution."""

@@ -23,11 +23,11 @@ RANS, CTX = RansCodec(), RansCtxCodec()
 KINDS = ("two", "all256", "skewed", "exponent", "uniform", "geometric")
 
 
-
 def enc(codec, *args):
     """The codec's payload as bytes (encode may return a view of its per-thread scratch)."""
     p = codec.encode(*args)
     return None if p is None else bytes(p)
+
 
 def make(kind: str, n: int, seed: int) -> np.ndarray:
     """A test stream of ``n`` bytes with the named shape."""

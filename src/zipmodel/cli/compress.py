@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..dtypes import HINT_CHOICES
+from ..formats import FORMATS
 from ._errors import EXIT_OK, exit_code_for, report
 from ._options import ByteSize, output_options, threads_option, write_options
 from ._output import Output, dtype_table, human_bytes
@@ -42,7 +43,7 @@ from ._output import Output, dtype_table, human_bytes
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["auto", "safetensors", "ctranslate2", "raw"]),
+    type=click.Choice(list(FORMATS)),
     default="auto",
     show_default=True,
     help="Input format; auto detects it from the content. raw treats the file as opaque bytes "

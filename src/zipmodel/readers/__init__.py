@@ -11,14 +11,14 @@ import numpy as np
 
 from ..dtypes import DType
 from ..errors import FormatError
+from ..formats import FORMATS
 from .base import TENSOR, VERBATIM, Layout, Segment, check_tiling
 from .ctranslate2 import CT2Error, looks_like_ctranslate2, read_ctranslate2
 from .generic import read_generic
 from .safetensors import SafetensorsError, looks_like_safetensors, read_safetensors
+from .torch import TorchFormatError, looks_like_torch, read_torch
 
 __all__ = ["FORMATS", "TENSOR", "VERBATIM", "Layout", "Segment", "check_tiling", "read_layout"]
-
-FORMATS = ("auto", "safetensors", "ctranslate2", "raw")
 
 
 def read_layout(
@@ -36,6 +36,7 @@ def read_layout(
         return read_generic(int(data.size), dtype)
     readers = [
         ("safetensors", looks_like_safetensors, read_safetensors, SafetensorsError),
+        ("torch", looks_like_torch, read_torch, TorchFormatError),
         ("ctranslate2", looks_like_ctranslate2, read_ctranslate2, CT2Error),
     ]
     for name, sniff, read, error in readers:
