@@ -140,7 +140,7 @@ def check_against_torch(torch, path: Path, layout, data: bytes) -> None:
             )
             assert same_file == same_torch or loaded[a].numel() == 0, (a, b)
     # each storage with bytes is one tensor segment of its dtype and element count
-    for key, st in meta["storages"].items():
+    for st in meta["storages"].values():
         if st["segment"] is None:
             continue
         (seg,) = [s for s in layout.tensors() if s.name == st["segment"]]
