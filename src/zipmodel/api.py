@@ -239,8 +239,7 @@ def decompress_bytes(
     With ``out`` (a writable uint8 array of the original size) the result is decoded into it,
     and ``out`` is returned; reusing one buffer avoids page-faulting fresh memory each call.
     """
-    f = io.BytesIO(data) if not isinstance(data, io.BytesIO) else data
-    with ContainerReader(f, name="<bytes>") as reader:
+    with ContainerReader(data, name="<bytes>") as reader:
         size = int(reader.index.source["size"])
         if out is None:
             blob, result = new_bytes(size)

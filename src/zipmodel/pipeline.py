@@ -24,7 +24,7 @@ from ._checksum import xxh3_64
 from .codecs import get_codec
 from .codecs.select import CodecPolicy, encode_stream, policy_for_level
 from .container.format import CHUNK_DTYPE, CHUNK_MAGIC, MAX_CHUNK_RAW, NO_CONTEXT, STREAM_DTYPE
-from .container.frames import Frame, FrameWriter, StreamInfo, parse_frame
+from .container.frames import Frame, FrameWriter, StreamInfo, parse_frame, parse_frame_inplace
 from .container.index import Index, SegmentEntry
 from .container.writer import ContainerWriter
 from .errors import CorruptDataError, FormatError, ZipmodelError
@@ -423,9 +423,10 @@ def iter_decoded(
         row = rows[i]
         off, size = int(row["src_offset"]), int(row["raw_size"])
         buf = out[off - base : off - base + size] if out is not None else np.empty(size, np.uint8)
-        decode_chunk(
-            reader.read_frame(i), buf, row=row, path=reader.name, offset=int(row["frame_offset"])
-        )
+        fb, size = reader.read_frame_into(i)  # this thread's frame buffer: no allocation
+        offset = int(row["frame_offset"])
+        frame = parse_frame_inplace(fb, size, path=reader.name, offset=offset)
+        decode_chunk(frame, buf, row=row, path=reader.name, offset=offset)
         return i, buf
 
     yield from _windowed(todo, work, threads)

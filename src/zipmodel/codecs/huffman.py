@@ -110,11 +110,17 @@ class HuffmanCodec(Codec):
             raise ValueError(f"max_code_bits must be 8..12, got {max_code_bits}")
         self.max_code_bits = max_code_bits
 
-    def encode(self, data: np.ndarray) -> np.ndarray | None:
+    takes_hist4 = True  # encode() reuses the chooser's per-part histograms
+
+    def encode(self, data: np.ndarray, hist4: np.ndarray | None = None) -> np.ndarray | None:
+        """``hist4``: the byte histograms of the 4 parts (:func:`split_bounds`), if known."""
         k, s = _k(), _scratch()
         data = _readonly(np.ascontiguousarray(data, np.uint8).reshape(-1))
         bounds = split_bounds(data.size)
-        k._segment_hist(data, _u64(bounds), s.hist)
+        if hist4 is None:
+            k._segment_hist(data, _u64(bounds), s.hist)
+        else:
+            s.hist[:] = hist4
         present = k._code_lengths(s.hist.sum(axis=0), self.max_code_bits, s.lens, s.work)
         if present < 2:
             return None

@@ -127,11 +127,17 @@ class RansCodec(Codec):
     codec_id = 4
     name = "rans"
 
-    def encode(self, data: np.ndarray) -> bytes | None:
+    takes_hist4 = True  # encode() reuses the chooser's histograms
+
+    def encode(self, data: np.ndarray, hist4: np.ndarray | None = None) -> bytes | None:
+        """``hist4``: byte histograms of parts of ``data`` (summed here), if known."""
         k = _kernels()
         data = _input(data, "data")
-        hist = np.zeros(256, np.int64)
-        k._histogram(data, hist)
+        if hist4 is None:
+            hist = np.zeros(256, np.int64)
+            k._histogram(data, hist)
+        else:
+            hist = np.ascontiguousarray(np.asarray(hist4, np.int64).reshape(-1, 256).sum(axis=0))
         if np.count_nonzero(hist) < 2:
             return None  # empty or constant: the const codec's job
         freq = np.zeros(256, np.int64)

@@ -109,6 +109,34 @@ def histogram(data: np.ndarray) -> np.ndarray:
     return _hist(data)
 
 
+def histogram4(data: np.ndarray) -> np.ndarray:
+    """Byte histograms of the 4 parts of ``data`` that Huffman codes as separate streams.
+
+    Shape ``(4, 256)``; the order-0 coders reuse them instead of counting again.
+    """
+    from .. import _jit
+
+    _jit.ensure_ready()
+    from .._kernels.huffman import _segment_hist
+    from .huffman import split_bounds
+
+    h = np.empty((4, 256), np.int64)
+    _segment_hist(data, np.array(split_bounds(data.size), np.uint64), h)
+    return h
+
+
+def _near_random(data: np.ndarray, limit_bits: float) -> bool:
+    """Whether a sample already shows the stream is at least ``limit_bits`` per byte.
+
+    A sample's plug-in entropy underestimates the true one (by about 255 / (2 n ln 2) bits),
+    so a sample that clears the limit is safe to call near-random; one that does not is
+    decided on the whole stream.
+    """
+    if data.size < 4 * SAMPLE:
+        return False
+    return entropy_bytes(histogram(data[:SAMPLE])) * 8 / SAMPLE >= limit_bits
+
+
 def entropy_bytes(hist: np.ndarray) -> float:
     """Order-0 entropy of a histogram, in bytes (the floor for any order-0 coder)."""
     counts = hist[hist > 0].astype(np.float64)
@@ -134,12 +162,17 @@ def encode_stream(
     n = int(data.size)
     if n == 0:
         return RAW, data, False
-    hist = histogram(data)
+    limit = n * (1.0 - policy.min_gain)
+    use_context = context is not None and bool(policy.context)
+    if kind == "field" and not use_context and _near_random(data, 8.0 * (1.0 - policy.min_gain)):
+        # near-random (sign|mantissa bytes): raw, found on a 64 KiB sample. A constant
+        # stream cannot get here: its sample has zero entropy.
+        return RAW, data, False
+    hist4 = histogram4(data)
+    hist = hist4.sum(axis=0)
     if int(np.count_nonzero(hist)) == 1:
         return CONST, bytes([int(data[0])]), False
-    limit = n * (1.0 - policy.min_gain)
     floor = entropy_bytes(hist)
-    use_context = context is not None and bool(policy.context)
     if kind == "field" and floor >= limit and not use_context:
         return RAW, data, False  # near-random: raw is the answer, found in one histogram
     best: tuple[float, int, Buffer, bool] = (limit, RAW, data, False)  # (cost, id, payload, ctx)
@@ -161,7 +194,10 @@ def encode_stream(
     scored.sort(key=lambda t: t[0])
     for cost, c in scored if policy.try_all else scored[:1]:
         if cost < best[0]:
-            consider(c, c.encode(data), False)
+            payload = (
+                c.encode(data, hist4=hist4) if getattr(c, "takes_hist4", False) else c.encode(data)
+            )
+            consider(c, payload, False)
     if use_context:
         for c in policy.context:
             consider(c, c.encode(data, context), True)

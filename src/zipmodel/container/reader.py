@@ -113,8 +113,31 @@ class ContainerReader:
     a lock. ``close()`` closes the file only if this object opened it.
     """
 
-    def __init__(self, file: str | os.PathLike | BinaryIO, *, name: str | None = None):
+    def __init__(
+        self,
+        file: str | os.PathLike | BinaryIO | bytes | bytearray | memoryview,
+        *,
+        name: str | None = None,
+    ):
         self._lock = threading.Lock()
+        self._mem: memoryview | None = None  # an in-memory container: frames are sliced
+        self._views: list[memoryview] = []  # released by close()
+        if isinstance(file, io.BytesIO):
+            file = file.getbuffer()
+            self._views.append(file)
+        if isinstance(file, (bytes, bytearray, memoryview)):
+            self.name = name or "<bytes>"
+            self._mem = memoryview(file).cast("B")
+            self._views.insert(0, self._mem)
+            self._f = None  # type: ignore[assignment]
+            self._owns = False
+            self._fd = -1
+            try:
+                self._open()
+            except BaseException:
+                self.close()
+                raise
+            return
         if isinstance(file, (str, os.PathLike)):
             self.name = os.fspath(file)
             try:
@@ -140,7 +163,9 @@ class ContainerReader:
 
     # -- low level -----------------------------------------------------------------------
     def _pread(self, offset: int, size: int) -> bytes:
-        if self._fd >= 0:
+        if self._mem is not None:
+            data = bytes(self._mem[offset : offset + size])
+        elif self._fd >= 0:
             out = bytearray()
             while len(out) < size:
                 b = os.pread(self._fd, size - len(out), offset + len(out))
@@ -161,8 +186,11 @@ class ContainerReader:
 
     def _open(self) -> None:
         self.bytes_read = 0
-        self._f.seek(0, os.SEEK_END)
-        self.file_size = self._f.tell()
+        if self._mem is not None:
+            self.file_size = len(self._mem)
+        else:
+            self._f.seek(0, os.SEEK_END)
+            self.file_size = self._f.tell()
         path = self.name
         if self.file_size < FILE_HEADER.size + TRAILER.size:
             head = self._pread(0, min(self.file_size, FILE_HEADER.size))
@@ -204,7 +232,11 @@ class ContainerReader:
         fb = frame_buffer(size)
         view = memoryview(fb)[HEADROOM : HEADROOM + size]
         got = 0
-        if self._fd >= 0:
+        if self._mem is not None:
+            src = self._mem[offset : offset + size]
+            got = len(src)
+            view[:got] = src
+        elif self._fd >= 0:
             while got < size:
                 n = os.preadv(self._fd, [view[got:]], offset + got)
                 if n <= 0:
@@ -229,6 +261,10 @@ class ContainerReader:
         return self.index.chunks
 
     def close(self) -> None:
+        self._mem = None
+        for v in self._views:
+            v.release()
+        self._views.clear()
         if self._owns:
             self._f.close()
 
