@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["DTYPES", "DType", "dtype_from_hint", "get_dtype", "numpy_dtype"]
+__all__ = ["DTYPES", "GGUF_BLOCKS", "DType", "dtype_from_hint", "get_dtype", "numpy_dtype"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,8 @@ class DType:
 
     ``bits`` is the element width; sub-byte types (F4, F6) have ``bits < 8`` and are packed.
     ``exponent_bits``/``mantissa_bits`` are set for IEEE-like floats (sign bit implied).
+    Block-quantized types (GGUF's Q4_K ...) have ``bits == 0`` and store ``block`` elements in
+    ``block_bytes`` bytes (scales and packed codes together).
     """
 
     name: str
@@ -29,6 +31,8 @@ class DType:
     exponent_bits: int = 0
     mantissa_bits: int = 0
     numpy_name: str | None = None
+    block: int = 0  # elements per block (block-quantized types only)
+    block_bytes: int = 0
 
     @property
     def itemsize(self) -> int:
@@ -40,6 +44,8 @@ class DType:
         n = 1
         for d in shape:
             n *= d
+        if self.block:
+            return -(-n // self.block) * self.block_bytes
         return (n * self.bits + 7) // 8
 
 
@@ -68,6 +74,40 @@ DTYPES: dict[str, DType] = {
         DType("F6_E3M2", 6, "float", 3, 2, numpy_name=None),
     ]
 }
+
+_QK = 256  # GGUF's super-block (K-quants, IQ types)
+# GGUF block-quantized types: name -> (elements per block, bytes per block), from ggml's
+# type traits (gguf-py ``GGML_QUANT_SIZES``). Their bytes come back as uint8.
+GGUF_BLOCKS: dict[str, tuple[int, int]] = {
+    "Q4_0": (32, 2 + 16),
+    "Q4_1": (32, 2 + 2 + 16),
+    "Q5_0": (32, 2 + 4 + 16),
+    "Q5_1": (32, 2 + 2 + 4 + 16),
+    "Q8_0": (32, 2 + 32),
+    "Q8_1": (32, 4 + 4 + 32),
+    "Q2_K": (_QK, 2 + 2 + _QK // 16 + _QK // 4),
+    "Q3_K": (_QK, 2 + _QK // 4 + _QK // 8 + 12),
+    "Q4_K": (_QK, 2 + 2 + _QK // 2 + 12),
+    "Q5_K": (_QK, 2 + 2 + _QK // 2 + _QK // 8 + 12),
+    "Q6_K": (_QK, 2 + _QK // 2 + _QK // 4 + _QK // 16),
+    "Q8_K": (_QK, 4 + _QK + _QK // 8),
+    "IQ2_XXS": (_QK, 2 + _QK // 4),
+    "IQ2_XS": (_QK, 2 + _QK // 4 + _QK // 32),
+    "IQ3_XXS": (_QK, 2 + _QK // 4 + _QK // 8),
+    "IQ1_S": (_QK, 2 + _QK // 8 + _QK // 16),
+    "IQ4_NL": (32, 2 + 16),
+    "IQ3_S": (_QK, 2 + _QK // 4 + _QK // 8 + _QK // 32 + 4),
+    "IQ2_S": (_QK, 2 + _QK // 4 + _QK // 16),
+    "IQ4_XS": (_QK, 2 + 2 + _QK // 2 + _QK // 64),
+    "IQ1_M": (_QK, _QK // 8 + _QK // 16 + _QK // 32),
+    "TQ1_0": (_QK, 2 + 4 * 13),
+    "TQ2_0": (_QK, 2 + 64),
+    "MXFP4": (32, 1 + 16),
+}
+DTYPES.update(
+    (f"GGUF_{q}", DType(f"GGUF_{q}", 0, "quant", block=b, block_bytes=n))
+    for q, (b, n) in GGUF_BLOCKS.items()
+)
 
 # Spellings accepted by ``--dtype``.
 _HINTS = {

@@ -15,6 +15,7 @@ from ..formats import FORMATS
 from .base import TENSOR, VERBATIM, Layout, Segment, check_tiling
 from .ctranslate2 import CT2Error, looks_like_ctranslate2, read_ctranslate2
 from .generic import read_generic
+from .gguf import GGUFError, looks_like_gguf, read_gguf
 from .safetensors import SafetensorsError, looks_like_safetensors, read_safetensors
 from .torch import TorchFormatError, looks_like_torch, read_torch
 
@@ -38,6 +39,7 @@ def read_layout(
         ("safetensors", looks_like_safetensors, read_safetensors, SafetensorsError),
         ("torch", looks_like_torch, read_torch, TorchFormatError),
         ("ctranslate2", looks_like_ctranslate2, read_ctranslate2, CT2Error),
+        ("gguf", looks_like_gguf, read_gguf, GGUFError),
     ]
     for name, sniff, read, error in readers:
         if format == name or (format == "auto" and sniff(data)):
