@@ -46,6 +46,18 @@ With several inputs, a command goes on after a failed one and exits with the hig
 - `verify --json`: `{"schema": "zipmodel.verify/1", "results": [{"path", "ok", "source_bytes",
   "sha256", "against", "seconds"} or {"path", "ok": false, "error", "exit_code"}]}`.
 
+Folders (`compress DIR`, `decompress DIR.zm`, `info DIR.zm`, `verify DIR.zm`; see
+[folders.md](folders.md)):
+
+- `compress --json` and `decompress --json` also hold `"folders": [...]`, each `{"input", "output",
+  "files", "compressed_files", "copied_files", "original_bytes", "stored_bytes", "ratio"
+  (stored/original), "seconds", "mb_per_s"}` (MB/s of original bytes).
+- `info --json` also holds `"folders": [...]`, each as above without `input`, `output`, `seconds`,
+  `mb_per_s`, plus `path`, `writer`, `entries` (the manifest's file entries) and `dtypes` (merged
+  over the folder's `.zm` files, as in `info` for one file).
+- `verify --json`: a folder's result is `{"path", "ok", "files", "source_bytes", "against",
+  "seconds"}`.
+
 Fields may be added within a schema version; none are removed or change meaning.
 
 ## Commands

@@ -5,6 +5,7 @@
 >>> zipmodel.decompress_file("model.safetensors.zm", "copy.safetensors")
 >>> with zipmodel.open("model.safetensors.zm") as f:       # lazy: only the index is read
 ...     w = f.get_tensor("embeddings.weight")
+>>> zipmodel.compress_dir("my-model")                      # a model folder -> my-model.zm/
 
 ``import zipmodel`` is light: numpy, numba and the codecs load on first use.
 """
@@ -33,20 +34,27 @@ __all__ = [
     "ZipmodelError",
     "__version__",
     "compress_bytes",
+    "compress_dir",
     "compress_file",
     "decompress_bytes",
+    "decompress_dir",
     "decompress_file",
     "open",
+    "verify_dir",
     "verify_file",
 ]
 
-_API = {
-    "compress_bytes",
-    "compress_file",
-    "decompress_bytes",
-    "decompress_file",
-    "open",
-    "verify_file",
+# name -> submodule that defines it, imported on first access
+_LAZY = {
+    "compress_bytes": "api",
+    "compress_file": "api",
+    "decompress_bytes": "api",
+    "decompress_file": "api",
+    "open": "api",
+    "verify_file": "api",
+    "compress_dir": "folder",
+    "decompress_dir": "folder",
+    "verify_dir": "folder",
 }
 
 if TYPE_CHECKING:
@@ -58,11 +66,12 @@ if TYPE_CHECKING:
         open,
         verify_file,
     )
+    from .folder import compress_dir, decompress_dir, verify_dir
 
 
 def __getattr__(name: str) -> Any:
-    if name in _API:
-        from . import api
+    if name in _LAZY:
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'zipmodel' has no attribute {name!r}")

@@ -72,7 +72,7 @@ def write_options(f):
     f = click.option(
         "-o",
         "--output",
-        type=click.Path(dir_okay=False, allow_dash=True),
-        help="Output file (one input only). Default: next to the input.",
+        type=click.Path(allow_dash=True),
+        help="Output file, or folder for a folder input (one input only). Default: next to the input.",
     )(f)
     return f

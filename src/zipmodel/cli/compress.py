@@ -16,7 +16,13 @@ from ._output import Output, dtype_table, human_bytes
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True))
+@click.option(
+    "-r",
+    "--recursive",
+    is_flag=True,
+    help="Accepted for familiarity: a folder PATH is always compressed as a whole into PATH.zm/.",
+)
 @write_options
 @threads_option
 @click.option(
@@ -49,9 +55,24 @@ from ._output import Output, dtype_table, human_bytes
     help="Input format; auto detects it from the content. raw treats the file as opaque bytes "
     "(or as one --dtype tensor).",
 )
+@click.option(
+    "--min-size",
+    type=ByteSize(),
+    default="1M",
+    show_default=True,
+    help="In folders: other files than weights (.safetensors, .bin, .pt, .pth, .gguf, ...) are "
+    "compressed from this size up; smaller ones are copied.",
+)
+@click.option(
+    "--follow-symlinks",
+    is_flag=True,
+    help="In folders: store the targets of symlinks that point outside the folder (a Hugging "
+    "Face cache snapshot) instead of failing.",
+)
 @output_options
 def compress(
     paths,
+    recursive,
     output,
     to_stdout,
     force,
@@ -61,6 +82,8 @@ def compress(
     chunk_size,
     dtype,
     fmt,
+    min_size,
+    follow_symlinks,
     quiet,
     json_mode,
     no_progress,
@@ -70,6 +93,11 @@ def compress(
     Inputs are never modified and kept unless --rm. Each output is written to a temporary file
     and renamed into place, so a failure or Ctrl-C leaves nothing behind. A PATH of "-" reads
     standard input (and writes standard output unless -o is given).
+
+    A folder (a Hugging Face model folder, say) becomes the folder PATH.zm: weight files are
+    compressed to NAME.zm, small files (config, tokenizer, README) copied, and zipmodel.json
+    lists every file with its SHA-256 (docs/folders.md). With --rm the folder's files are
+    deleted only after the whole output verified against them.
     """
     from .. import api
 
@@ -80,9 +108,29 @@ def compress(
         raise click.UsageError("-o/--output and -c/--stdout exclude each other")
     if to_stdout and remove:
         raise click.UsageError("--rm cannot be used with -c/--stdout")
-    results, errors, code = [], [], EXIT_OK
+    results, folders, errors, code = [], [], [], EXIT_OK
     for path in paths:
         try:
+            if path != "-" and os.path.isdir(path):
+                if to_stdout:
+                    raise click.UsageError("-c/--stdout cannot write a folder")
+                if dtype or fmt != "auto":
+                    raise click.UsageError("--dtype and --format apply to files, not folders")
+                folders.append(
+                    _compress_folder(
+                        out,
+                        path,
+                        output,
+                        force=force,
+                        remove=remove,
+                        threads=threads,
+                        level=level,
+                        chunk_size=chunk_size,
+                        min_size=min_size,
+                        follow_symlinks=follow_symlinks,
+                    )
+                )
+                continue
             stdout_mode = to_stdout or (path == "-" and not output)
             if stdout_mode and sys.stdout.isatty() and not force:
                 raise click.UsageError(
@@ -142,8 +190,41 @@ def compress(
             errors.append({"input": path, "error": str(exc)})
             code = max(code, exit_code_for(exc))
     if json_mode:
-        out.emit_json({"schema": "zipmodel.compress/1", "files": results, "errors": errors})
+        out.emit_json(
+            {
+                "schema": "zipmodel.compress/1",
+                "files": results,
+                "folders": folders,
+                "errors": errors,
+            }
+        )
     sys.exit(code)
+
+
+def _compress_folder(out: Output, path: str, output, *, remove: bool, threads: int, **kw) -> dict:
+    from .. import folder
+
+    with out.progress(f"compress {Path(path).resolve().name}/") as advance:
+        rep = folder.compress_dir(path, output, threads=threads, progress=advance, **kw)
+    kept = ""
+    if remove:
+        folder.verify_dir(rep.output, against=path, threads=threads)
+        gone = folder.remove_listed(path, [e.path for e in rep.files], rep.directories)
+        kept = "  (input removed)" if gone else "  (input files removed; unlisted ones kept)"
+    out.line(folder_line(rep) + kept)
+    return rep.to_json()
+
+
+def folder_line(rep, *, restored: bool = False) -> str:
+    """One summary line for a folder result (shared with decompress)."""
+    n, k = len(rep.files), rep.compressed_files
+    sizes = [human_bytes(rep.original_bytes), human_bytes(rep.stored_bytes)]
+    a, b = reversed(sizes) if restored else sizes
+    return (
+        f"{rep.input}/ -> {rep.output}/  {n} files ({k} {'decompressed' if restored else 'compressed'}, "
+        f"{n - k} copied)  {a} -> {b}  ({100 * rep.ratio:.2f}%)  {rep.mb_per_s:.0f} MB/s"
+        + ("  SHA-256 ok" if restored else "")
+    )
 
 
 def _write_atomic(path: str, blob: bytes, force: bool) -> None:

@@ -14,7 +14,7 @@ from ._output import Output, human_bytes
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @write_options
 @threads_option
 @click.option(
@@ -31,6 +31,9 @@ def decompress(
 
     Every frame and chunk checksum is verified while decoding; a damaged container fails with
     exit code 1 and leaves no output. A PATH of "-" reads standard input.
+
+    A compressed folder (PATH.zm/ holding zipmodel.json) is restored to the folder PATH, every
+    file checked against the SHA-256 in zipmodel.json; a mismatch leaves no output folder.
     """
     from .. import api
 
@@ -41,9 +44,14 @@ def decompress(
         raise click.UsageError("-o/--output and -c/--stdout exclude each other")
     if to_stdout and remove:
         raise click.UsageError("--rm cannot be used with -c/--stdout")
-    results, errors, code = [], [], EXIT_OK
+    results, folders, errors, code = [], [], [], EXIT_OK
     for path in paths:
         try:
+            if path != "-" and os.path.isdir(path):
+                if to_stdout:
+                    raise click.UsageError("-c/--stdout cannot write a folder")
+                folders.append(_decompress_folder(out, path, output, force, remove, threads))
+                continue
             stdout_mode = to_stdout or (path == "-" and not output)
             if stdout_mode and sys.stdout.isatty() and not force:
                 raise click.UsageError(
@@ -79,5 +87,27 @@ def decompress(
             errors.append({"input": path, "error": str(exc)})
             code = max(code, exit_code_for(exc))
     if json_mode:
-        out.emit_json({"schema": "zipmodel.decompress/1", "files": results, "errors": errors})
+        out.emit_json(
+            {
+                "schema": "zipmodel.decompress/1",
+                "files": results,
+                "folders": folders,
+                "errors": errors,
+            }
+        )
     sys.exit(code)
+
+
+def _decompress_folder(out: Output, path: str, output, force, remove, threads) -> dict:
+    from .. import folder
+    from .compress import folder_line
+
+    with out.progress(f"decompress {os.path.basename(os.path.abspath(path))}/") as advance:
+        rep = folder.decompress_dir(path, output, threads=threads, force=force, progress=advance)
+    kept = ""
+    if remove:  # every file was checked against its SHA-256 while being restored
+        stored = [e.stored_path for e in rep.files] + [folder.MANIFEST]
+        gone = folder.remove_listed(path, stored, rep.directories)
+        kept = "  (input removed)" if gone else "  (input files removed; unlisted ones kept)"
+    out.line(folder_line(rep, restored=True) + kept)
+    return rep.to_json()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -11,7 +12,7 @@ from ._output import Output, codec_mix, dtype_table, human_bytes
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "json_mode", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option(
     "--tensors/--no-tensors",
@@ -29,14 +30,18 @@ def info(paths, json_mode, tensors, sort):
     """Show what a container holds: sizes, ratios and codecs per dtype and per tensor.
 
     Reads only the file header, the index and the trailer: nothing is decoded, so it is fast
-    on any size of file.
+    on any size of file. For a compressed folder (PATH.zm/): every file listed in zipmodel.json,
+    how it is stored, and the sizes per dtype over all its .zm files.
     """
     from .. import api
 
     out = Output(json_mode=json_mode)
-    docs, code = [], EXIT_OK
+    docs, folders, code = [], [], EXIT_OK
     for path in paths:
         try:
+            if os.path.isdir(path):
+                folders.append(_folder_info(out, path))
+                continue
             with api.open(path) as f:
                 s = f.summary()
                 writer = f.index.writer
@@ -63,7 +68,7 @@ def info(paths, json_mode, tensors, sort):
             report(exc)
             code = max(code, exit_code_for(exc))
     if json_mode:
-        out.emit_json({"schema": "zipmodel.info/1", "files": docs})
+        out.emit_json({"schema": "zipmodel.info/1", "files": docs, "folders": folders})
     sys.exit(code)
 
 
@@ -100,3 +105,85 @@ def _tensor_table(rows, sort):
             codec_mix(r.codecs),
         )
     return t
+
+
+def _folder_info(out: Output, path: str) -> dict:
+    """Per-file table from the manifest, and dtype sizes merged over the .zm indexes."""
+    from rich.table import Table
+
+    from .. import api, folder
+    from ..summary import DtypeSummary, Summary
+
+    rep = folder.read_manifest(path)
+    merged: dict[str, DtypeSummary] = {}
+    overhead = 0
+    for e in rep.files:
+        if e.stored != folder.ZM:
+            continue
+        with api.open(os.path.join(path, e.stored_path)) as f:  # the index only
+            s = f.summary()
+        e.format = s.source_format
+        overhead += s.overhead_bytes
+        for r in s.dtypes:
+            m = merged.setdefault(r.dtype, DtypeSummary(r.dtype))
+            m.tensors += r.tensors
+            m.original_bytes += r.original_bytes
+            m.compressed_bytes += r.compressed_bytes
+            for k, v in r.codecs.items():
+                m.codecs[k] = m.codecs.get(k, 0) + v
+    zm = [e for e in rep.files if e.stored == folder.ZM]
+    dtypes = Summary(
+        path,
+        "folder",
+        sum(e.size for e in zm),
+        sum(e.stored_size for e in zm),
+        overhead,
+        "",
+        sorted(merged.values(), key=lambda r: -r.original_bytes),
+        [],
+        {},
+    )
+    n, k = len(rep.files), rep.compressed_files
+    out.line(
+        f"{path}: folder of {n} files ({k} compressed, {n - k} copied)  "
+        f"{human_bytes(rep.original_bytes)} -> {human_bytes(rep.stored_bytes)} "
+        f"({100 * rep.ratio:.2f}%)  written by {rep.writer}"
+    )
+    t = Table(header_style="bold")
+    for col, just in [
+        ("file", "left"),
+        ("stored as", "left"),
+        ("format", "left"),
+        ("original", "right"),
+        ("stored", "right"),
+        ("ratio", "right"),
+    ]:
+        t.add_column(col, justify=just)
+    for e in rep.files:
+        ratio = e.stored_size / e.size if e.size else 1.0
+        t.add_row(
+            e.path,
+            e.stored_path if e.stored == folder.ZM else "copy",
+            e.format or "-",
+            human_bytes(e.size),
+            human_bytes(e.stored_size),
+            f"{100 * ratio:.1f}%",
+        )
+    t.add_row(
+        "total",
+        f"{k} compressed",
+        "",
+        human_bytes(rep.original_bytes),
+        human_bytes(rep.stored_bytes),
+        f"{100 * rep.ratio:.2f}%",
+        style="bold",
+    )
+    out.table(t)
+    if zm:
+        out.table(dtype_table(dtypes, title="compressed files by dtype"))
+    d = rep.to_json(files=True)
+    d["path"], d["writer"] = path, rep.writer
+    d["dtypes"] = dtypes.to_json(tensors=False)["dtypes"]
+    for key in ("input", "output", "seconds", "mb_per_s"):
+        d.pop(key)
+    return d

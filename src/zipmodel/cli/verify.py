@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -12,11 +13,12 @@ from ._output import Output, human_bytes
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--against",
-    type=click.Path(dir_okay=False, exists=True),
-    help="Also compare the decoded bytes with this original file (one container only).",
+    type=click.Path(exists=True),
+    help="Also compare the decoded bytes with this original file, or folder for a compressed "
+    "folder (one input only).",
 )
 @threads_option
 @click.option("--json", "json_mode", is_flag=True, help="Print the results as JSON on stdout.")
@@ -27,6 +29,9 @@ def verify(paths, against, threads, json_mode, quiet, no_progress):
 
     Nothing is written. Exit code 3 if a container does not reproduce its source (a checksum
     or SHA-256 mismatch, or a difference from --against), 1 if it cannot be read at all.
+
+    A compressed folder (PATH.zm/) is checked file by file against zipmodel.json; with
+    --against DIR also against the original folder, which must hold exactly the same files.
     """
     from .. import api
 
@@ -36,6 +41,9 @@ def verify(paths, against, threads, json_mode, quiet, no_progress):
     results, code = [], EXIT_OK
     for path in paths:
         try:
+            if os.path.isdir(path):
+                results.append(_verify_folder(out, path, against, threads))
+                continue
             with out.progress(f"verify {path}") as advance:
                 rep = api.verify_file(path, against=against, threads=threads, progress=advance)
             out.line(
@@ -51,3 +59,23 @@ def verify(paths, against, threads, json_mode, quiet, no_progress):
     if json_mode:
         out.emit_json({"schema": "zipmodel.verify/1", "results": results})
     sys.exit(code)
+
+
+def _verify_folder(out: Output, path: str, against, threads) -> dict:
+    from .. import folder
+
+    with out.progress(f"verify {path}") as advance:
+        rep = folder.verify_dir(path, against=against, threads=threads, progress=advance)
+    out.line(
+        f"{path}: OK  {len(rep.files)} files, {human_bytes(rep.original_bytes)} restored, "
+        f"every SHA-256 matches {folder.MANIFEST}"
+        + (f", identical to {against}" if against else "")
+    )
+    return {
+        "path": path,
+        "ok": True,
+        "files": len(rep.files),
+        "source_bytes": rep.original_bytes,
+        "against": str(against) if against else None,
+        "seconds": round(rep.seconds, 4),
+    }

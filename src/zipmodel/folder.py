@@ -1,0 +1,677 @@
+"""Model folders (Hugging Face style): ``X/`` → ``X.zm/`` and back, byte for byte.
+
+Each weight file becomes ``<path>.zm`` (through :func:`zipmodel.api.compress_file`); small files
+(config, tokenizer, index JSON, README) are copied unchanged, so the compressed folder stays
+readable. ``zipmodel.json`` at the output root lists every original file with its size, SHA-256
+and how it is stored (the format is specified in ``docs/folders.md``).
+
+Safety, as for single files: the output is built in a hidden temporary sibling folder and renamed
+into place only when complete, so an error or Ctrl-C leaves no partial output; inputs are never
+modified. A manifest is untrusted input: its paths must be relative, free of ``..`` and resolve
+inside the folder, and every restored file must match its recorded SHA-256. Symlinks in a source
+folder are followed only when they point to a file inside the tree (the file is stored, and
+restored as a regular file); one pointing outside is an error unless ``follow_symlinks``, and
+symlinked folders are always an error (no cycles, no escapes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from . import __version__
+from .errors import (
+    FormatError,
+    OutputExistsError,
+    UnsupportedError,
+    VerifyMismatchError,
+    ZipmodelError,
+)
+
+__all__ = [
+    "MANIFEST",
+    "FolderEntry",
+    "FolderResult",
+    "compress_dir",
+    "decompress_dir",
+    "default_dir_output",
+    "is_zm_folder",
+    "read_manifest",
+    "remove_listed",
+    "verify_dir",
+]
+
+MANIFEST = "zipmodel.json"
+MANIFEST_FORMAT = "zipmodel-folder"
+MANIFEST_VERSION = 1
+SUFFIX = ".zm"
+DEFAULT_MIN_SIZE = 1 << 20
+# Compressed whatever their size (when it saves bytes); other files only from ``min_size`` up.
+WEIGHT_SUFFIXES = frozenset(
+    {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".onnx", ".h5", ".msgpack"}
+)
+COPY, ZM = "copy", "zm"
+MAX_MANIFEST_BYTES = 64 << 20  # a million files is ~150 MB of JSON; real folders hold dozens
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_COPY_BLOCK = 1 << 20
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all), over the whole folder
+
+
+@dataclass
+class FolderEntry:
+    """One original file: where it is, how big, its SHA-256, and how the folder stores it."""
+
+    path: str  # relative, POSIX separators
+    size: int
+    sha256: str
+    stored: str  # "copy" or "zm"
+    stored_path: str  # relative path in the compressed folder
+    stored_size: int
+    format: str = ""  # source format recorded in the .zm index ("" for copies)
+
+    def to_json(self) -> dict[str, Any]:
+        d = {
+            "path": self.path,
+            "size": self.size,
+            "sha256": self.sha256,
+            "stored": self.stored,
+            "stored_path": self.stored_path,
+            "stored_size": self.stored_size,
+        }
+        if self.format:
+            d["format"] = self.format
+        return d
+
+
+@dataclass
+class FolderResult:
+    """What :func:`compress_dir`, :func:`decompress_dir` or :func:`verify_dir` did."""
+
+    input: str
+    output: str
+    files: list[FolderEntry]
+    directories: list[str] = field(default_factory=list)  # empty folders kept
+    seconds: float = 0.0
+    writer: str = f"zipmodel {__version__}"  # from the manifest, when read from one
+
+    @property
+    def original_bytes(self) -> int:
+        return sum(e.size for e in self.files)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of the compressed folder's files (the manifest not counted)."""
+        return sum(e.stored_size for e in self.files)
+
+    @property
+    def ratio(self) -> float:
+        """Stored / original bytes."""
+        return self.stored_bytes / self.original_bytes if self.original_bytes else 1.0
+
+    @property
+    def compressed_files(self) -> int:
+        return sum(e.stored == ZM for e in self.files)
+
+    @property
+    def mb_per_s(self) -> float:
+        """Original bytes per second (compressed, restored or verified)."""
+        return self.original_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    def totals(self) -> dict[str, int]:
+        return {
+            "files": len(self.files),
+            "compressed_files": self.compressed_files,
+            "copied_files": len(self.files) - self.compressed_files,
+            "original_bytes": self.original_bytes,
+            "stored_bytes": self.stored_bytes,
+        }
+
+    def to_json(self, *, files: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "input": self.input,
+            "output": self.output,
+            **self.totals(),
+            "ratio": round(self.ratio, 6),
+            "seconds": round(self.seconds, 4),
+            "mb_per_s": round(self.mb_per_s, 2),
+        }
+        if files:
+            d["entries"] = [e.to_json() for e in self.files]
+        return d
+
+
+# -- names and checks -------------------------------------------------------------------------
+def is_zm_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a compressed folder (a folder holding ``zipmodel.json``)."""
+    p = Path(path)
+    return p.is_dir() and (p / MANIFEST).is_file()
+
+
+def default_dir_output(path: str | os.PathLike, *, decompress: bool) -> Path:
+    """``X`` → ``X.zm`` and ``X.zm`` → ``X`` (``.`` and ``..`` are named by what they are)."""
+    p = Path(path)
+    if p.name in ("", ".", ".."):
+        p = p.resolve()
+    if not decompress:
+        return p.with_name(p.name + SUFFIX)
+    if p.suffix != SUFFIX or p.name == SUFFIX:
+        raise ZipmodelError(f"does not end in {SUFFIX}; name the output with -o", path=p)
+    return p.with_name(p.name[: -len(SUFFIX)])
+
+
+def _check_rel(rel: object, where: Path) -> str:
+    """A manifest path must be relative, in POSIX form, and name no parent or current folder."""
+    if not isinstance(rel, str) or not rel:
+        raise FormatError(f"a file path is {rel!r}, not a relative path", path=where)
+    parts = rel.split("/")
+    bad = (
+        rel.startswith("/")
+        or "\\" in rel
+        or "\0" in rel
+        or re.match(r"^[A-Za-z]:", rel)
+        or any(p in ("", ".", "..") for p in parts)
+    )
+    if bad:
+        raise FormatError(
+            f"unsafe path {rel!r}: paths must be relative, without '..', '.' or empty parts",
+            path=where,
+        )
+    return rel
+
+
+def _inside(root: Path, rel: str, where: Path) -> Path:
+    """``root / rel``, after checking that it resolves inside ``root`` (symlinks included)."""
+    base = root.resolve()
+    target = (base / rel).resolve()
+    if not target.is_relative_to(base) or target == base:
+        raise FormatError(f"path {rel!r} resolves outside {root}", path=where)
+    return base / rel
+
+
+def _check_outputs(src: Path, out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        raise OutputExistsError(
+            "output already exists", path=out, hint="use -f/--force to overwrite it"
+        )
+    if out.exists() and not out.is_dir():
+        raise ZipmodelError("output exists and is not a folder", path=out)
+    s, o = src.resolve(), out.resolve()
+    if o == s or o.is_relative_to(s) or s.is_relative_to(o):
+        raise ZipmodelError(
+            "output and input folders overlap", path=out, hint="choose another -o/--output"
+        )
+
+
+# -- temporary output folder, renamed into place ------------------------------------------------
+@contextlib.contextmanager
+def _atomic_dir(dest: Path, *, force: bool) -> Iterator[Path]:
+    """Yield a fresh hidden sibling folder that becomes ``dest`` on success, and is removed
+    on any exception (Ctrl-C included). An existing ``dest`` (with ``force``) is swapped out
+    by two renames and removed only after the new folder is in place."""
+    parent = dest.parent if str(dest.parent) else Path(".")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent))
+    except FileNotFoundError:
+        raise ZipmodelError("output folder's parent does not exist", path=parent) from None
+    except PermissionError:
+        raise ZipmodelError("cannot write to the output's parent folder", path=parent) from None
+    old: Path | None = None
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp creates 0700
+        if dest.exists() or dest.is_symlink():
+            if not force:
+                raise OutputExistsError("output already exists", path=dest)
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=parent))
+            os.replace(dest, old / "x")
+            try:
+                os.replace(tmp, dest)
+            except BaseException:
+                os.replace(old / "x", dest)
+                raise
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# -- walking a source folder -------------------------------------------------------------------
+def _walk(src: Path, *, follow_symlinks: bool) -> tuple[list[tuple[str, Path]], list[str]]:
+    """``([(rel, path)], empty_dirs)``, sorted; every entry checked to be a regular file."""
+    root = src.resolve()
+    files: list[tuple[str, Path]] = []
+    empty: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(src):
+        d = Path(dirpath)
+        rel_dir = d.relative_to(src).as_posix()
+        for name in list(dirnames):
+            if (d / name).is_symlink():
+                raise UnsupportedError(
+                    "is a symlink to a folder; zipmodel does not follow those",
+                    path=d / name,
+                    hint="replace it with a copy of the folder",
+                )
+        dirnames.sort()
+        if not dirnames and not filenames and rel_dir != ".":
+            empty.append(rel_dir)
+        for name in sorted(filenames):
+            p = d / name
+            rel = (p.relative_to(src)).as_posix()
+            if p.is_symlink():
+                target = p.resolve()
+                if not target.exists():
+                    raise ZipmodelError("is a broken symlink", path=p)
+                if not target.is_relative_to(root) and not follow_symlinks:
+                    raise UnsupportedError(
+                        f"is a symlink to {target}, outside the folder",
+                        path=p,
+                        hint="pass --follow-symlinks (follow_symlinks=True) to store its target",
+                    )
+            try:
+                mode = p.stat().st_mode
+            except OSError as e:
+                raise ZipmodelError(f"cannot read: {e.strerror}", path=p) from None
+            if not stat.S_ISREG(mode):
+                raise UnsupportedError("is not a regular file (device, pipe or socket)", path=p)
+            files.append((rel, p))
+    files.sort()
+    return files, sorted(empty)
+
+
+def _wants_compression(rel: str, size: int, min_size: int) -> bool:
+    if size == 0:
+        return False
+    return PurePosixPath(rel).suffix.lower() in WEIGHT_SUFFIXES or size >= min_size
+
+
+def _copy_hashing(src: Path, dst: Path, advance: Callable[[int], None]) -> tuple[int, str]:
+    """Copy ``src`` to ``dst`` (new file), returning ``(size, sha256)`` of the bytes copied."""
+    h = hashlib.sha256()
+    n = 0
+    with open(src, "rb") as fi, open(dst, "xb") as fo:
+        while block := fi.read(_COPY_BLOCK):
+            fo.write(block)
+            h.update(block)
+            n += len(block)
+            advance(len(block))
+    return n, h.hexdigest()
+
+
+def _hash_file(path: Path, advance: Callable[[int], None] | None = None) -> tuple[int, str]:
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as f:
+        while block := f.read(_COPY_BLOCK):
+            h.update(block)
+            n += len(block)
+            if advance:
+                advance(len(block))
+    return n, h.hexdigest()
+
+
+def _ignore(_n: int) -> None:
+    pass
+
+
+class _Ticker:
+    """Turns per-file progress into ``progress(done, total)`` over the whole folder."""
+
+    def __init__(self, total: int, progress: Progress | None):
+        self.total, self.progress, self.base, self.done = total, progress, 0, 0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.progress:
+            self.progress(self.done, self.total)
+
+    def file(self) -> Callable[[int, int], None]:
+        """A per-file callback; call :meth:`finish` with the file's size afterwards."""
+        self.base = self.done
+
+        def cb(done: int, _total: int) -> None:
+            self.done = self.base + done
+            if self.progress:
+                self.progress(self.done, self.total)
+
+        return cb
+
+    def finish(self, size: int) -> None:
+        self.done = self.base + size
+        if self.progress:
+            self.progress(self.done, self.total)
+
+
+# -- compress ----------------------------------------------------------------------------------
+def compress_dir(
+    src_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    level: str = "default",
+    threads: int = 0,
+    chunk_size: int | None = None,
+    min_size: int = DEFAULT_MIN_SIZE,
+    force: bool = False,
+    follow_symlinks: bool = False,
+    progress: Progress | None = None,
+) -> FolderResult:
+    """Compress the folder ``src_dir`` into the folder ``out_dir`` (default ``src_dir + ".zm"``).
+
+    Weight files (by suffix: safetensors, ``.bin``, ``.pt``, ``.pth``, ``.gguf``, ...) and any
+    other file of at least ``min_size`` bytes become ``<path>.zm``, unless the container would
+    not be smaller (then the file is copied); everything else is copied unchanged. The folder is
+    written atomically and ``zipmodel.json`` records every file's size and SHA-256. Without
+    ``force`` an existing output is an error; ``src_dir`` is never modified.
+    """
+    from . import api
+    from .pipeline import DEFAULT_CHUNK_SIZE
+
+    t0 = time.perf_counter()
+    src = Path(src_dir)
+    if not src.is_dir():
+        raise ZipmodelError("not a folder" if src.exists() else "no such folder", path=src)
+    if (src / MANIFEST).exists():
+        raise UnsupportedError(
+            f"already holds {MANIFEST}: it looks like a compressed folder",
+            path=src,
+            hint=f"restore it with: zipmodel decompress {src}",
+        )
+    out = Path(out_dir) if out_dir is not None else default_dir_output(src, decompress=False)
+    _check_outputs(src, out, force)
+    files, empty = _walk(src, follow_symlinks=follow_symlinks)
+    sizes = {rel: p.stat().st_size for rel, p in files}
+    names = set(sizes)
+    ticker = _Ticker(sum(sizes.values()), progress)
+    entries: list[FolderEntry] = []
+    with _atomic_dir(out, force=force) as tmp:
+        for d in empty:
+            (tmp / d).mkdir(parents=True, exist_ok=True)
+        for rel, path in files:
+            dst = tmp / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            size = sizes[rel]
+            zm_rel = rel + SUFFIX
+            entry = None
+            advance = ticker.add
+            # a source file already named <rel>.zm keeps that name: then <rel> is copied
+            if _wants_compression(rel, size, min_size) and zm_rel not in names:
+                zm_dst = tmp / zm_rel
+                cb = ticker.file()
+                rep = api.compress_file(
+                    path,
+                    zm_dst,
+                    level=level,
+                    chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
+                    threads=threads,
+                    progress=cb,
+                )
+                if rep.output_bytes < rep.input_bytes:
+                    s = rep.summary
+                    entry = FolderEntry(
+                        rel, size, s.sha256, ZM, zm_rel, rep.output_bytes, s.source_format
+                    )
+                    ticker.finish(size)
+                else:  # incompressible: a plain copy is smaller (progress already counted)
+                    zm_dst.unlink()
+                    ticker.finish(size)
+                    advance = _ignore
+            if entry is None:
+                try:
+                    n, sha = _copy_hashing(path, dst, advance)
+                except OSError as e:
+                    raise ZipmodelError(f"cannot copy: {e.strerror or e}", path=path) from None
+                if n != size:
+                    raise ZipmodelError(
+                        f"changed while being read ({size} -> {n} bytes)", path=path
+                    )
+                entry = FolderEntry(rel, size, sha, COPY, rel, size)
+            entries.append(entry)
+        result = FolderResult(str(src), str(out), entries, empty)
+        _write_manifest(tmp / MANIFEST, result)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _write_manifest(path: Path, result: FolderResult) -> None:
+    doc = {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "writer": f"zipmodel {__version__}",
+        "files": [e.to_json() for e in result.files],
+        "directories": result.directories,
+        "totals": result.totals(),
+    }
+    path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# -- manifest ----------------------------------------------------------------------------------
+def read_manifest(folder: str | os.PathLike) -> FolderResult:
+    """Read and check ``folder/zipmodel.json``; every path is checked to be safe.
+
+    Checks structure, types, path safety (relative, no ``..``, inside ``folder``), duplicate and
+    conflicting paths. Raises :class:`FormatError` (or :class:`UnsupportedError` for a newer
+    version) naming the manifest; the stored files themselves are checked when read.
+    """
+    root = Path(folder)
+    mpath = root / MANIFEST
+    if not root.is_dir():
+        raise ZipmodelError("no such folder" if not root.exists() else "not a folder", path=root)
+    if not mpath.is_file():
+        raise FormatError(f"not a compressed folder: no {MANIFEST}", path=root)
+    if mpath.stat().st_size > MAX_MANIFEST_BYTES:
+        raise FormatError(f"manifest larger than {MAX_MANIFEST_BYTES} bytes", path=mpath)
+    try:
+        doc = json.loads(mpath.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(f"manifest is not valid JSON: {e}", path=mpath) from None
+    if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
+        raise FormatError(f"manifest's format is not {MANIFEST_FORMAT!r}", path=mpath)
+    version = doc.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise FormatError("manifest has no integer version", path=mpath)
+    if version > MANIFEST_VERSION:
+        raise UnsupportedError(
+            f"manifest version {version} is newer than this zipmodel reads ({MANIFEST_VERSION})",
+            path=mpath,
+            hint="pip install -U zipmodel",
+        )
+    files, dirs = doc.get("files"), doc.get("directories", [])
+    if not isinstance(files, list) or not isinstance(dirs, list):
+        raise FormatError("manifest's 'files' and 'directories' must be lists", path=mpath)
+    entries: list[FolderEntry] = []
+    for i, f in enumerate(files):
+        if not isinstance(f, dict):
+            raise FormatError(f"files[{i}] is not an object", path=mpath)
+        rel = _check_rel(f.get("path"), mpath)
+        stored = f.get("stored")
+        if stored not in (COPY, ZM):
+            raise FormatError(f"{rel}: 'stored' is {stored!r}, not 'copy' or 'zm'", path=mpath)
+        stored_rel = _check_rel(f.get("stored_path"), mpath)
+        if stored_rel == MANIFEST:
+            raise FormatError(f"{rel}: stored as the manifest itself", path=mpath)
+        nums = [f.get("size"), f.get("stored_size")]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in nums):
+            raise FormatError(f"{rel}: 'size'/'stored_size' are not byte counts", path=mpath)
+        sha = f.get("sha256")
+        if not isinstance(sha, str) or not _SHA.match(sha):
+            raise FormatError(f"{rel}: 'sha256' is not 64 lowercase hex digits", path=mpath)
+        fmt = f.get("format", "")
+        entries.append(
+            FolderEntry(
+                rel, nums[0], sha, stored, stored_rel, nums[1], fmt if isinstance(fmt, str) else ""
+            )
+        )
+    directories = [_check_rel(d, mpath) for d in dirs]
+    _check_unique([e.path for e in entries], directories, mpath, "path")
+    _check_unique([e.stored_path for e in entries] + [MANIFEST], [], mpath, "stored_path")
+    for e in entries:  # reading through a symlink planted in the folder must not escape it
+        _inside(root, e.stored_path, mpath)
+    writer = doc.get("writer")
+    return FolderResult(str(root), "", entries, directories, writer=str(writer or "?"))
+
+
+def _check_unique(paths: list[str], dirs: list[str], where: Path, what: str) -> None:
+    seen: set[str] = set()
+    for p in paths:
+        if p in seen:
+            raise FormatError(f"{what} {p!r} is listed twice", path=where)
+        seen.add(p)
+    parents = {str(PurePosixPath(p).parent) for p in paths} | set(dirs)
+    for p in list(parents):  # every ancestor is a folder, so no file may share its name
+        parents.update(str(a) for a in PurePosixPath(p).parents)
+    clash = seen & parents
+    if clash:
+        raise FormatError(f"{what} {sorted(clash)[0]!r} is both a file and a folder", path=where)
+
+
+# -- decompress and verify ---------------------------------------------------------------------
+def decompress_dir(
+    src_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    threads: int = 0,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> FolderResult:
+    """Restore the original folder from the compressed folder ``src_dir`` (default: minus ``.zm``).
+
+    The manifest is checked before anything is written; every restored file's size and SHA-256
+    must match it (and each ``.zm`` file's own checksums are verified as it is decoded). The
+    output is built in a temporary sibling and renamed into place, so any mismatch leaves no
+    output. Files in ``src_dir`` that the manifest does not list are ignored.
+    """
+    from . import api
+
+    t0 = time.perf_counter()
+    src = Path(src_dir)
+    manifest = read_manifest(src)
+    out = Path(out_dir) if out_dir is not None else default_dir_output(src, decompress=True)
+    _check_outputs(src, out, force)
+    ticker = _Ticker(sum(e.size for e in manifest.files), progress)
+    with _atomic_dir(out, force=force) as tmp:
+        for d in manifest.directories:
+            _inside(tmp, d, src / MANIFEST).mkdir(parents=True, exist_ok=True)
+        for e in manifest.files:
+            stored = src / e.stored_path
+            if not stored.is_file():
+                raise ZipmodelError(
+                    f"{e.stored_path} is listed in {MANIFEST} but missing", path=src
+                )
+            dst = _inside(tmp, e.path, src / MANIFEST)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if e.stored == COPY:
+                try:
+                    n, sha = _copy_hashing(stored, dst, ticker.add)
+                except OSError as exc:
+                    raise ZipmodelError(
+                        f"cannot copy: {exc.strerror or exc}", path=stored
+                    ) from None
+            else:
+                with api.open(stored) as f:
+                    sha, n = f.source["sha256"], int(f.source["size"])
+                _check_entry(e, n, sha, stored)  # before decoding: fail fast
+                cb = ticker.file()
+                api.decompress_file(stored, dst, threads=threads, check_sha256=True, progress=cb)
+                ticker.finish(e.size)
+            _check_entry(e, n, sha, stored)
+    manifest.input, manifest.output = str(src), str(out)
+    manifest.seconds = time.perf_counter() - t0
+    return manifest
+
+
+def _check_entry(e: FolderEntry, size: int, sha: str, where: Path) -> None:
+    if size != e.size:
+        raise VerifyMismatchError(
+            f"holds {size} bytes, {MANIFEST} records {e.size} for {e.path}", path=where
+        )
+    if sha != e.sha256:
+        raise VerifyMismatchError(
+            f"SHA-256 {sha} differs from {e.sha256} recorded in {MANIFEST} for {e.path}",
+            path=where,
+        )
+
+
+def verify_dir(
+    path: str | os.PathLike,
+    *,
+    against: str | os.PathLike | None = None,
+    threads: int = 0,
+    progress: Progress | None = None,
+) -> FolderResult:
+    """Decode every stored file and check it against the manifest; nothing is written.
+
+    With ``against`` (the original folder) also compare each file byte for byte and check that
+    both trees list the same files and empty folders. A mismatch raises
+    :class:`VerifyMismatchError` naming the file.
+    """
+    from . import api
+
+    t0 = time.perf_counter()
+    root = Path(path)
+    manifest = read_manifest(root)
+    ticker = _Ticker(sum(e.size for e in manifest.files), progress)
+    if against is not None:
+        ref = Path(against)
+        if not ref.is_dir():
+            raise ZipmodelError("not a folder", path=ref)
+        files, empty = _walk(ref, follow_symlinks=True)
+        have, want = {r for r, _ in files}, {e.path for e in manifest.files}
+        for extra, side in ((have - want, "is not in"), (want - have, "is missing from")):
+            if extra:
+                raise VerifyMismatchError(f"{sorted(extra)[0]} {side} {ref}", path=root)
+        if set(empty) != set(manifest.directories):
+            raise VerifyMismatchError(f"empty folders differ from those in {ref}", path=root)
+    for e in manifest.files:
+        stored = root / e.stored_path
+        if not stored.is_file():
+            raise ZipmodelError(f"{e.stored_path} is listed in {MANIFEST} but missing", path=root)
+        other = Path(against) / e.path if against is not None else None
+        if e.stored == COPY:
+            n, sha = _hash_file(stored, ticker.add)
+            _check_entry(e, n, sha, stored)
+            if other is not None:
+                _check_entry(e, *_hash_file(other), other)
+        else:
+            cb = ticker.file()
+            rep = api.verify_file(stored, against=other, threads=threads, progress=cb)
+            ticker.finish(e.size)
+            _check_entry(e, rep.source_bytes, rep.sha256, stored)
+    manifest.output = str(against) if against is not None else ""
+    manifest.seconds = time.perf_counter() - t0
+    return manifest
+
+
+def remove_listed(root: str | os.PathLike, paths: list[str], dirs: list[str] | None = None) -> bool:
+    """Delete the listed files of ``root``, then folders left empty (``root`` included).
+
+    Used by ``--rm``: only what a manifest names is deleted, never a whole tree blindly.
+    Returns whether ``root`` itself is gone (files the manifest did not list keep it).
+    """
+    base = Path(root)
+    folders = {base}
+    for rel in paths:
+        p = base / rel
+        p.unlink()
+        folders.update(a for a in p.parents if a.is_relative_to(base))
+    folders.update(base / d for d in dirs or [])
+    for d in sorted(folders, key=lambda x: len(x.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            d.rmdir()  # fails, and is kept, when not empty
+    return not base.exists()
