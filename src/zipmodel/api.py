@@ -21,7 +21,13 @@ from ._io import Source, atomic_output, finish_bytes, new_bytes
 from .container.reader import ContainerReader
 from .dtypes import DType, dtype_from_hint, get_dtype, numpy_dtype
 from .errors import VerifyMismatchError, ZipmodelError
-from .pipeline import DEFAULT_CHUNK_SIZE, CompressOptions, compress_layout, iter_decoded
+from .pipeline import (
+    DEFAULT_CHUNK_SIZE,
+    CompressOptions,
+    compress_layout,
+    iter_decoded,
+    iter_source,
+)
 from .readers import read_layout
 from .readers.base import TENSOR
 from .summary import Summary, summarize
@@ -247,7 +253,7 @@ def decompress_bytes(
             blob, result = None, out
             if result.size != size:
                 raise ValueError(f"out has {result.size} bytes, the source has {size}")
-        for _ in iter_decoded(reader, threads=threads, out=result):
+        for _ in iter_source(reader, threads=threads, out=result):
             pass
     return finish_bytes(blob, result) if out is None else result
 
@@ -277,7 +283,7 @@ def decompress_file(
         sha = hashlib.sha256() if check_sha256 else None
         done = 0
         if _is_fileobj(dst):
-            for _i, buf in iter_decoded(reader, threads=threads):
+            for _off, buf in iter_source(reader, threads=threads):
                 dst.write(memoryview(buf))
                 if sha is not None:
                     sha.update(buf)
@@ -289,8 +295,7 @@ def decompress_file(
         else:
             with atomic_output(dst, force=force) as (fd, _tmp):
                 os.ftruncate(fd, size)
-                for i, buf in iter_decoded(reader, threads=threads):
-                    off = int(reader.index.chunks[i]["src_offset"])
+                for off, buf in iter_source(reader, threads=threads):
                     mv = memoryview(buf)
                     while mv.nbytes:
                         n = os.pwrite(fd, mv, off)
@@ -348,15 +353,12 @@ def verify_file(
                 raise VerifyMismatchError(
                     f"{against} has {ref.size} bytes, the container holds {size}", path=path
                 )
-            for i, buf in iter_decoded(reader, threads=threads):
+            for off, buf in iter_source(reader, threads=threads):
                 sha.update(buf)
-                if ref is not None:
-                    off = int(idx.chunks[i]["src_offset"])
-                    if not np.array_equal(ref.data[off : off + buf.size], buf):
-                        bad = off + int(np.flatnonzero(ref.data[off : off + buf.size] != buf)[0])
-                        raise VerifyMismatchError(
-                            f"differs from {against} at byte {bad}", path=path
-                        )
+                want = ref.data[off : off + buf.size] if ref is not None else None
+                if want is not None and not np.array_equal(want, buf):
+                    bad = off + int(np.flatnonzero(want != buf)[0])
+                    raise VerifyMismatchError(f"differs from {against} at byte {bad}", path=path)
                 done += buf.size
                 if progress:
                     progress(done, size)
@@ -442,6 +444,8 @@ class ZmFile:
         """The raw bytes of tensor ``name`` as a uint8 array (decoding only its frames)."""
         e = self._entry(name)
         out = np.empty(e.segment.size, np.uint8)
+        if e.dup_of is not None:  # stored once, under the segment it repeats
+            e = self._reader.index.segments[e.dup_of]
         chunks = range(e.first_chunk, e.first_chunk + e.n_chunks)
         for _ in iter_decoded(
             self._reader, chunks, threads=self.threads, out=out, base=e.segment.offset

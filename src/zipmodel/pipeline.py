@@ -23,7 +23,14 @@ import numpy as np
 from ._checksum import xxh3_64
 from .codecs import get_codec
 from .codecs.select import CodecPolicy, encode_stream, policy_for_level
-from .container.format import CHUNK_DTYPE, CHUNK_MAGIC, MAX_CHUNK_RAW, NO_CONTEXT, STREAM_DTYPE
+from .container.format import (
+    CHUNK_DTYPE,
+    CHUNK_MAGIC,
+    FORMAT_MAJOR,
+    MAX_CHUNK_RAW,
+    NO_CONTEXT,
+    STREAM_DTYPE,
+)
 from .container.frames import Frame, FrameWriter, StreamInfo, parse_frame, parse_frame_inplace
 from .container.index import Index, SegmentEntry
 from .container.writer import ContainerWriter
@@ -38,7 +45,9 @@ __all__ = [
     "compress_layout",
     "decode_chunk",
     "encode_chunk",
+    "find_duplicates",
     "iter_decoded",
+    "iter_source",
     "plan_chunks",
     "resolve_threads",
 ]
@@ -85,14 +94,20 @@ class ChunkPlan:
     layout: tuple[int, int] | None = None  # (row_len, first_col) for matrix-shaped tensors
 
 
-def plan_chunks(layout: Layout, chunk_size: int) -> tuple[list[ChunkPlan], list[tuple[int, int]]]:
+def plan_chunks(
+    layout: Layout, chunk_size: int, dups: dict[int, int] | None = None
+) -> tuple[list[ChunkPlan], list[tuple[int, int]]]:
     """Cut every segment into chunks of at most ``chunk_size`` bytes (whole elements).
 
+    Segments in ``dups`` (index -> earlier segment with the same bytes) get no chunks.
     Returns the chunks in source order and, per segment, ``(first_chunk, n_chunks)``.
     """
     plans: list[ChunkPlan] = []
     ranges = []
     for i, seg in enumerate(layout.segments):
+        if dups and i in dups:
+            ranges.append((len(plans), 0))
+            continue
         t = transform_for(seg.dtype if seg.kind == TENSOR else None)
         if seg.size % t.itemsize:
             t = transform_for(None)  # not whole elements (unknown packing): code the bytes whole
@@ -106,6 +121,32 @@ def plan_chunks(layout: Layout, chunk_size: int) -> tuple[list[ChunkPlan], list[
             plans.append(ChunkPlan(i, off, min(step, seg.end - off), t, lay))
         ranges.append((first, len(plans) - first))
     return plans, ranges
+
+
+DEDUP_MIN = 4096  # segments at least this big are stored once when their bytes repeat
+
+
+def find_duplicates(data: np.ndarray, layout: Layout) -> dict[int, int]:
+    """Segments whose bytes equal an earlier segment's: ``{index: earlier index}``.
+
+    Tied embeddings, shared layers and repeated tables are then coded once. Candidates are
+    found by XXH3 and confirmed byte for byte.
+    """
+    seen: dict[tuple[int, int], list[int]] = {}
+    dups: dict[int, int] = {}
+    for i, seg in enumerate(layout.segments):
+        if seg.size < DEDUP_MIN:
+            continue
+        view = data[seg.offset : seg.end]
+        key = (seg.size, xxh3_64(view))
+        for j in seen.get(key, ()):
+            other = layout.segments[j]
+            if np.array_equal(data[other.offset : other.end], view):
+                dups[i] = j
+                break
+        else:
+            seen.setdefault(key, []).append(i)
+    return dups
 
 
 def _row_len(seg) -> int:
@@ -347,8 +388,10 @@ def compress_layout(
     t0 = time.perf_counter()
     threads = resolve_threads(threads)
     policy = policy_for_level(options.level)
-    plans, ranges = plan_chunks(layout, options.chunk_size)
-    writer = ContainerWriter(out)
+    dups = find_duplicates(data, layout)
+    plans, ranges = plan_chunks(layout, options.chunk_size, dups)
+    minor = 1 if dups else 0  # duplicate segments need format 1.1; otherwise write 1.0
+    writer = ContainerWriter(out, minor=minor)
     sha = hashlib.sha256()
     chunk_rows = np.zeros(len(plans), CHUNK_DTYPE)
     stream_rows = []
@@ -361,8 +404,16 @@ def compress_layout(
         return encode_chunk(chunk, p.offset, p.transform, policy, p.layout, pool=pool)
 
     done = 0
+    hashed = 0  # the SHA-256 runs over the source in order, duplicate segments included
+
+    def hash_to(end: int) -> None:
+        nonlocal hashed
+        if end > hashed:
+            sha.update(data[hashed:end])
+            hashed = end
+
     for i, (p, enc) in enumerate(zip(plans, _windowed(plans, work, threads))):
-        sha.update(data[p.offset : p.offset + p.size])
+        hash_to(p.offset + p.size)
         off, size = writer.write_frame([enc.frame])
         pool.release(enc.buffer)
         chunk_rows[i] = (
@@ -384,6 +435,7 @@ def compress_layout(
         done += p.size
         if progress:
             progress(done, layout.size)
+    hash_to(layout.size)
     index = Index(
         source={
             "name": source_name,
@@ -391,12 +443,16 @@ def compress_layout(
             "sha256": sha.hexdigest(),
             "format": layout.format,
         },
-        segments=[SegmentEntry(s, f, n) for s, (f, n) in zip(layout.segments, ranges)],
+        segments=[
+            SegmentEntry(s, f, n, dups.get(i))
+            for i, (s, (f, n)) in enumerate(zip(layout.segments, ranges))
+        ],
         chunks=chunk_rows,
         streams=np.array(stream_rows, STREAM_DTYPE) if stream_rows else np.zeros(0, STREAM_DTYPE),
         options=options.to_json(),
         metadata=layout.metadata,
         writer=f"zipmodel {_version()}",
+        format_version=(FORMAT_MAJOR, minor),
     )
     total = writer.finish(index)
     return CompressResult(index, total, time.perf_counter() - t0, seconds)
@@ -430,6 +486,45 @@ def iter_decoded(
         return i, buf
 
     yield from _windowed(todo, work, threads)
+
+
+def source_plan(index) -> list[tuple[int, int]]:
+    """``(chunk, destination offset)`` for every piece of the source, in source order.
+
+    A duplicate segment is restored from the chunks of the segment it repeats.
+    """
+    rows = index.chunks
+    todo: list[tuple[int, int]] = []
+    for e in index.segments:
+        ref = e if e.dup_of is None else index.segments[e.dup_of]
+        shift = e.segment.offset - ref.segment.offset
+        for c in range(ref.first_chunk, ref.first_chunk + ref.n_chunks):
+            todo.append((c, int(rows[c]["src_offset"]) + shift))
+    return todo
+
+
+def iter_source(
+    reader, *, threads: int = 0, out: np.ndarray | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode the whole source; yield ``(source offset, bytes)`` pieces in order.
+
+    With ``out`` (the source's size) every piece is decoded in place into it.
+    """
+    rows = reader.index.chunks
+    threads = resolve_threads(threads)
+
+    def work(item: tuple[int, int]) -> tuple[int, np.ndarray]:
+        i, dest = item
+        row = rows[i]
+        size = int(row["raw_size"])
+        buf = out[dest : dest + size] if out is not None else np.empty(size, np.uint8)
+        fb, fsize = reader.read_frame_into(i)
+        offset = int(row["frame_offset"])
+        frame = parse_frame_inplace(fb, fsize, path=reader.name, offset=offset)
+        decode_chunk(frame, buf, row=row, path=reader.name, offset=offset)
+        return dest, buf
+
+    yield from _windowed(source_plan(reader.index), work, threads)
 
 
 def _version() -> str:

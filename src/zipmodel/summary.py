@@ -107,6 +107,8 @@ def summarize(index: Index, container_bytes: int) -> Summary:
         row = dtypes.setdefault(key, DtypeSummary(key))
         row.original_bytes += s.size
         row.compressed_bytes += int(seg_comp[i])
+        if e.dup_of is not None:  # stored once: restored from an earlier segment
+            mix[i] = {"dup": s.size}
         for c, v in mix.get(i, {}).items():
             row.codecs[c] = row.codecs.get(c, 0) + v
         if s.kind == TENSOR:
@@ -120,7 +122,7 @@ def summarize(index: Index, container_bytes: int) -> Summary:
                     s.size,
                     int(seg_comp[i]),
                     mix.get(i, {}),
-                    t.name if t else "none",
+                    "dup" if e.dup_of is not None else (t.name if t else "none"),
                 )
             )
     overhead = container_bytes - int(frame_bytes.sum())

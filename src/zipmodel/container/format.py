@@ -44,7 +44,7 @@ __all__ = [
 
 FILE_MAGIC = b"\x89ZMODEL\n"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1  # newest minor this version reads; 1.1 adds duplicate segments (dup_of)
 FILE_HEADER = struct.Struct("<8sHHI")  # 16 bytes
 FLAGS_REQUIRED_MASK = 0x0000FFFF  # unknown bits here make a reader refuse the file
 FLAG_LOSSY = 1 << 0  # some tensors went through a lossy stage (issue: lossy stages)

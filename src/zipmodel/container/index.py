@@ -23,7 +23,6 @@ from .format import (
     CHUNK_DTYPE,
     FILE_HEADER,
     FORMAT_MAJOR,
-    FORMAT_MINOR,
     FRAME_HEADER,
     MAX_CHUNK_RAW,
     MAX_RANK,
@@ -46,10 +45,15 @@ class SegmentEntry:
     segment: Segment
     first_chunk: int
     n_chunks: int
+    # Index of an earlier segment with the same bytes (format 1.1): this one has no chunks
+    # and is restored by copying that one (tied embeddings, repeated tensors).
+    dup_of: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = self.segment.to_json()
         d["chunks"] = [self.first_chunk, self.n_chunks]
+        if self.dup_of is not None:
+            d["dup_of"] = self.dup_of
         return d
 
 
@@ -63,7 +67,7 @@ class Index:
     metadata: dict[str, Any] = field(default_factory=dict)
     flags: int = 0
     writer: str = ""
-    format_version: tuple[int, int] = (FORMAT_MAJOR, FORMAT_MINOR)
+    format_version: tuple[int, int] = (FORMAT_MAJOR, 0)
 
     # -- serialisation -------------------------------------------------------------------
     def to_streams(self) -> list[bytes]:
@@ -153,13 +157,26 @@ class Index:
         # segments tile the source, and their chunk ranges tile the chunk table in order
         pos = 0
         next_chunk = 0
+        dup_bytes = 0  # bytes restored by copying, before the current segment
+        shift = np.zeros(len(self.segments), np.int64)  # dup bytes before each segment
         for i, e in enumerate(self.segments):
             s = e.segment
             if s.offset != pos:
                 raise bad(f"segment {i} starts at {s.offset}, expected {pos}")
             pos += s.size
+            shift[i] = dup_bytes
             if e.first_chunk != next_chunk:
                 raise bad(f"segment {i} starts at chunk {e.first_chunk}, expected {next_chunk}")
+            if e.dup_of is not None:
+                if self.format_version[1] < 1:
+                    raise bad(f"segment {i} is a duplicate, which format 1.0 does not have")
+                ref = self.segments[e.dup_of]
+                if ref.dup_of is not None or ref.segment.size != s.size or s.size == 0:
+                    raise bad(f"segment {i} duplicates segment {e.dup_of}, which does not fit")
+                if e.n_chunks:
+                    raise bad(f"duplicate segment {i} has chunks")
+                dup_bytes += s.size
+                continue
             next_chunk += e.n_chunks
             if next_chunk > nch:
                 raise bad(f"segment {i} needs chunks up to {next_chunk}, the table has {nch}")
@@ -176,11 +193,13 @@ class Index:
         raw = ch["raw_size"].astype(np.int64)
         if raw.min() <= 0 or raw.max() > MAX_CHUNK_RAW:
             raise bad(f"a chunk size is outside 1..{MAX_CHUNK_RAW}")
-        if int(raw.sum()) != size:
-            raise bad(f"chunks hold {int(raw.sum())} bytes, the source has {size}")
+        if int(raw.sum()) != size - dup_bytes:
+            raise bad(f"chunks hold {int(raw.sum())} bytes, the source has {size - dup_bytes}")
         src = ch["src_offset"].astype(np.uint64)
-        # chunks tile the source in order (segments tile it too, and chunk ranges follow them)
-        expect = np.concatenate(([0], np.cumsum(raw)[:-1])).astype(np.uint64)
+        # chunks tile the source in order, skipping duplicate segments (segments tile it too,
+        # and chunk ranges follow them)
+        per_chunk_shift = np.repeat(shift, [e.n_chunks for e in self.segments])
+        expect = (np.concatenate(([0], np.cumsum(raw)[:-1])) + per_chunk_shift).astype(np.uint64)
         if not np.array_equal(src, expect):
             k = int(np.flatnonzero(src != expect)[0])
             raise bad(f"chunk {k} starts at source byte {int(src[k])}, expected {int(expect[k])}")
@@ -248,8 +267,11 @@ def _parse_segment(i: int, s: Any, path) -> SegmentEntry:
         and all(type(c) is int and c >= 0 for c in chunks)
     ):
         raise bad("has an invalid chunk range")
+    dup = s.get("dup_of")
+    if dup is not None and (type(dup) is not int or not 0 <= dup < i):
+        raise bad(f"has an invalid dup_of {dup!r} (must name an earlier segment)")
     if kind == VERBATIM:
-        return SegmentEntry(Segment(VERBATIM, off, size), chunks[0], chunks[1])
+        return SegmentEntry(Segment(VERBATIM, off, size), chunks[0], chunks[1], dup)
     name, dtype, shape = s.get("name"), s.get("dtype"), s.get("shape")
     if not isinstance(name, str) or not isinstance(dtype, str):
         raise bad("has no tensor name or dtype")
@@ -262,4 +284,6 @@ def _parse_segment(i: int, s: Any, path) -> SegmentEntry:
     dt = get_dtype(dtype)
     if dt is not None and dt.nbytes(tuple(shape)) != size:
         raise bad(f"({dtype} {shape}) needs {dt.nbytes(tuple(shape))} bytes, not {size}")
-    return SegmentEntry(Segment(TENSOR, off, size, name, dtype, tuple(shape)), chunks[0], chunks[1])
+    return SegmentEntry(
+        Segment(TENSOR, off, size, name, dtype, tuple(shape)), chunks[0], chunks[1], dup
+    )

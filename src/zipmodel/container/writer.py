@@ -28,10 +28,14 @@ _INDEX_ZSTD_LEVEL = 9  # the index is small and read once: spend a little on it
 class ContainerWriter:
     """Append-only writer: file header, chunk frames in source order, index, trailer."""
 
-    def __init__(self, out: BinaryIO, *, flags: int = 0):
+    def __init__(self, out: BinaryIO, *, flags: int = 0, minor: int = 0):
+        """``minor``: the format minor version the file needs (the oldest that can read it)."""
+        if not 0 <= minor <= FORMAT_MINOR:
+            raise ValueError(f"format minor version {minor} is outside 0..{FORMAT_MINOR}")
         self._out = out
         self.pos = 0
-        self._write([FILE_HEADER.pack(FILE_MAGIC, FORMAT_MAJOR, FORMAT_MINOR, flags)])
+        self.minor = minor
+        self._write([FILE_HEADER.pack(FILE_MAGIC, FORMAT_MAJOR, minor, flags)])
 
     def _write(self, parts: Sequence) -> int:
         n = 0
