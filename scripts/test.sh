@@ -13,6 +13,12 @@ PY=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e ".[test]"
+# torch only writes the test checkpoints (zipmodel never needs it); opt in, since outside
+# this project's machines a plain torch install downloads a multi-GB CUDA build.
+if [ "${ZIPMODEL_TEST_TORCH:-0}" = 1 ]; then
+  "$VENV/bin/python" -m pip install -q "torch==${ZIPMODEL_TORCH_VERSION:-2.13.0}" ||
+    echo "warning: torch not installed; tests that write torch files will be skipped" >&2
+fi
 FETCH=../shared/corpus/fetch.sh
 if [ "${ZIPMODEL_FETCH_CORPUS:-1}" != 0 ] && [ -f "$FETCH" ]; then
   bash "$FETCH" >/dev/null || echo "warning: corpus fetch failed; real-data tests will be skipped" >&2
