@@ -1,7 +1,8 @@
 """Keeping Numba's JIT cost off the user's path.
 
-Kernels are compiled with ``cache=True``, so a machine pays the compile once (about 10–20 s for
-all of them) and later processes load machine code from the cache (well under a second).
+Kernels are compiled with ``cache=True``, so a machine pays the compile once (one to three
+minutes for all of them on a 2-core machine) and later processes load machine code from the
+cache (about a second: importing numba, its one-time target set-up, then each kernel used).
 :func:`ensure_ready` is called before the first kernel of a process runs: on a cold cache it says
 so on stderr, compiles every kernel on tiny inputs of the exact types used in production (so no
 later call compiles again), and leaves a marker so the message appears once.
@@ -111,7 +112,7 @@ def ensure_ready() -> None:
         if os.environ.get("ZIPMODEL_QUIET_JIT") != "1":
             print(
                 "zipmodel: compiling Numba kernels for this machine; this happens once "
-                "(about 10-20 s) and is cached",
+                "(one to three minutes on a small machine) and is cached",
                 file=sys.stderr,
                 flush=True,
             )
