@@ -74,11 +74,14 @@ def warmup() -> float:
     for buf in (raw, raw.copy()):
         xxh3_64(buf, 1)
         xxh3_64(buf[1:], 1)
-    for t in TRANSFORMS.values():
-        streams = t.forward(raw)
-        out = np.empty(raw.size, np.uint8)
-        t.inverse(streams, out)
-        t.inverse([np.frombuffer(s.tobytes(), np.uint8) for s in streams], out)
+    # aligned and unaligned sources and outputs (the float splits have word and byte kernels)
+    for src in (raw, raw[1 : 1 + 4092]):
+        for t in TRANSFORMS.values():
+            streams = t.forward(src)
+            for shift in (0, 1):
+                out = np.empty(src.size + 1, np.uint8)[shift : shift + src.size]
+                t.inverse(streams, out)
+                t.inverse([np.frombuffer(s.tobytes(), np.uint8) for s in streams], out)
     skewed = np.frombuffer(
         np.minimum(rng.geometric(0.4, 4096), 255).astype(np.uint8).tobytes(), np.uint8
     )

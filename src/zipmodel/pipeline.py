@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -349,29 +349,52 @@ class CompressResult:
     chunk_seconds: dict[str, float] = field(default_factory=dict)  # worker time per dtype
 
 
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``threads`` workers, kept between calls.
+
+    Workers keep their per-thread scratch buffers (stream, frame and decode-table scratch),
+    so a second call does not page-fault them in again: with a pool per call, two threads
+    decoded slower than one.
+    """
+    with _pools_lock:
+        ex = _pools.get(threads)
+        if ex is None:
+            ex = _pools[threads] = ThreadPoolExecutor(
+                threads, thread_name_prefix=f"zipmodel-{threads}"
+            )
+        return ex
+
+
 def _windowed(items: list, fn: Callable, threads: int) -> Iterator:
     """Map ``fn`` over ``items`` on ``threads`` threads; yield results in order, bounded."""
     if threads <= 1 or len(items) <= 1:
         for it in items:
             yield fn(it)
         return
-    with ThreadPoolExecutor(threads, thread_name_prefix="zipmodel") as ex:
-        pending: deque[Future] = deque()
-        it = iter(items)
-        for x in it:
-            pending.append(ex.submit(fn, x))
-            if len(pending) >= 2 * threads:
-                break
-        try:
-            while pending:
-                res = pending.popleft().result()
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append(ex.submit(fn, nxt))
-                yield res
-        finally:
-            for f in pending:
-                f.cancel()
+    ex = _pool(threads)
+    pending: deque[Future] = deque()
+    it = iter(items)
+    for x in it:
+        pending.append(ex.submit(fn, x))
+        if len(pending) >= 2 * threads:
+            break
+    try:
+        while pending:
+            res = pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(ex.submit(fn, nxt))
+            yield res
+    finally:
+        # stop what has not started, and let running work finish before the caller's
+        # buffers are reused (the pool outlives this call)
+        for f in pending:
+            f.cancel()
+        wait(pending)
 
 
 def compress_layout(

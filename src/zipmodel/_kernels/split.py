@@ -106,3 +106,31 @@ def _merge_f32(s0, s1, s2, s3, out):  # pragma: no cover
         out[j + uint64(1)] = uint8((w >> uint32(8)) & uint32(0xFF))
         out[j + uint64(2)] = uint8((w >> uint32(16)) & uint32(0xFF))
         out[j + uint64(3)] = uint8(w >> uint32(24))
+
+
+@njit(nogil=True, cache=True)
+def _split_f32_words(raw, s0, s1, s2, s3):  # pragma: no cover
+    """``_split_f32`` over a uint32 view (4-byte aligned, little-endian): LLVM vectorises the
+    word loads, about 4x the byte version."""
+    for i in range(s0.size):
+        k = uint64(i)
+        w = raw[k]
+        r = (w << uint32(1)) | (w >> uint32(31))
+        s0[k] = uint8(r >> uint32(24))
+        s1[k] = uint8((r >> uint32(16)) & uint32(0xFF))
+        s2[k] = uint8((r >> uint32(8)) & uint32(0xFF))
+        s3[k] = uint8(r & uint32(0xFF))
+
+
+@njit(nogil=True, cache=True)
+def _merge_f32_words(s0, s1, s2, s3, out):  # pragma: no cover
+    """``_merge_f32`` into a uint32 view (4-byte aligned, little-endian): about 4x faster."""
+    for i in range(s0.size):
+        k = uint64(i)
+        r = (
+            (uint32(s0[k]) << uint32(24))
+            | (uint32(s1[k]) << uint32(16))
+            | (uint32(s2[k]) << uint32(8))
+            | uint32(s3[k])
+        )
+        out[k] = (r >> uint32(1)) | (r << uint32(31))

@@ -233,9 +233,9 @@ class ContainerReader:
         view = memoryview(fb)[HEADROOM : HEADROOM + size]
         got = 0
         if self._mem is not None:
-            src = self._mem[offset : offset + size]
-            got = len(src)
-            view[:got] = src
+            got = max(0, min(size, len(self._mem) - offset))
+            # numpy copies without holding the GIL (a memoryview slice assignment holds it)
+            fb[HEADROOM : HEADROOM + got] = np.frombuffer(self._mem, np.uint8, got, offset)
         elif self._fd >= 0:
             while got < size:
                 n = os.preadv(self._fd, [view[got:]], offset + got)

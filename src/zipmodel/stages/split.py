@@ -16,6 +16,7 @@ coders spend bits only where they pay.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,6 +39,25 @@ def _k():
 
 
 __all__ = ["Identity", "SplitBF16", "SplitF16", "SplitF32"]
+
+_LITTLE = sys.byteorder == "little"
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    """A read-only view: streams arrive writable (decoded) or read-only (raw payloads), and
+    one array type per kernel argument means one compiled signature, compiled at warm-up."""
+    if not a.flags.writeable:
+        return a
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+def _words(a: np.ndarray, itemsize: int) -> np.ndarray | None:
+    """``a`` viewed as little-endian words when it is aligned for them, else None."""
+    if _LITTLE and a.ctypes.data % itemsize == 0 and a.flags.c_contiguous:
+        return a.view(np.uint32 if itemsize == 4 else np.uint16)
+    return None
 
 
 class Identity(Transform):
@@ -66,11 +86,11 @@ class SplitBF16(Transform):
 
     def forward(self, raw: np.ndarray, out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
         exp, sm = out if out is not None else _new(2, raw.size // 2)
-        _k()._split_bf16(raw, exp, sm)
+        _k()._split_bf16(_ro(raw), exp, sm)
         return [exp, sm]
 
     def inverse(self, streams: Sequence[np.ndarray], out: np.ndarray) -> None:
-        _k()._merge_bf16(streams[0], streams[1], out)
+        _k()._merge_bf16(_ro(streams[0]), _ro(streams[1]), out)
 
 
 class SplitF16(Transform):
@@ -86,11 +106,11 @@ class SplitF16(Transform):
 
     def forward(self, raw: np.ndarray, out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
         hi, lo = out if out is not None else _new(2, raw.size // 2)
-        _k()._split_f16(raw, hi, lo)
+        _k()._split_f16(_ro(raw), hi, lo)
         return [hi, lo]
 
     def inverse(self, streams: Sequence[np.ndarray], out: np.ndarray) -> None:
-        _k()._merge_f16(streams[0], streams[1], out)
+        _k()._merge_f16(_ro(streams[0]), _ro(streams[1]), out)
 
 
 class SplitF32(Transform):
@@ -106,8 +126,17 @@ class SplitF32(Transform):
 
     def forward(self, raw: np.ndarray, out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
         streams = list(out) if out is not None else _new(4, raw.size // 4)
-        _k()._split_f32(raw, *streams)
+        words = _words(raw, 4)
+        if words is not None:
+            _k()._split_f32_words(_ro(words), *streams)
+        else:
+            _k()._split_f32(_ro(raw), *streams)
         return streams
 
     def inverse(self, streams: Sequence[np.ndarray], out: np.ndarray) -> None:
-        _k()._merge_f32(*streams, out)
+        ro = [_ro(s) for s in streams]
+        words = _words(out, 4)
+        if words is not None:
+            _k()._merge_f32_words(*ro, words)
+        else:
+            _k()._merge_f32(*ro, out)
