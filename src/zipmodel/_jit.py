@@ -82,6 +82,10 @@ def warmup() -> float:
                 out = np.empty(src.size + 1, np.uint8)[shift : shift + src.size]
                 t.inverse(streams, out)
                 t.inverse([np.frombuffer(s.tobytes(), np.uint8) for s in streams], out)
+    from .codecs.select import entropy_bytes, histogram, histogram4
+
+    entropy_bytes(histogram(raw))
+    histogram4(raw)
     skewed = np.frombuffer(
         np.minimum(rng.geometric(0.4, 4096), 255).astype(np.uint8).tobytes(), np.uint8
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -397,6 +398,42 @@ def _windowed(items: list, fn: Callable, threads: int) -> Iterator:
         wait(pending)
 
 
+class _Hasher:
+    """SHA-256 of a whole source, computed on a thread of its own while chunks are coded.
+
+    hashlib releases the GIL, so on one encoding thread the hash (1.5 GB/s, 13-15% of the
+    work) overlaps coding instead of following it.
+    """
+
+    BLOCK = 8 << 20
+
+    def __init__(self, data: np.ndarray):
+        self._sha = hashlib.sha256()
+        self._data = data
+        self._stop = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="zipmodel-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for a in range(0, int(self._data.size), self.BLOCK):
+                if self._stop:
+                    return
+                self._sha.update(self._data[a : a + self.BLOCK])
+        except BaseException as e:  # re-raised by finish()
+            self._error = e
+
+    def finish(self) -> str:
+        """The hex digest (waits for the thread). After an error elsewhere, stops it early."""
+        if sys.exc_info()[0] is not None:
+            self._stop = True
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._sha.hexdigest()
+
+
 def compress_layout(
     data: np.ndarray,
     layout: Layout,
@@ -415,7 +452,6 @@ def compress_layout(
     plans, ranges = plan_chunks(layout, options.chunk_size, dups)
     minor = 1 if dups else 0  # duplicate segments need format 1.1; otherwise write 1.0
     writer = ContainerWriter(out, minor=minor)
-    sha = hashlib.sha256()
     chunk_rows = np.zeros(len(plans), CHUNK_DTYPE)
     stream_rows = []
     seconds: dict[str, float] = {}
@@ -427,43 +463,37 @@ def compress_layout(
         return encode_chunk(chunk, p.offset, p.transform, policy, p.layout, pool=pool)
 
     done = 0
-    hashed = 0  # the SHA-256 runs over the source in order, duplicate segments included
-
-    def hash_to(end: int) -> None:
-        nonlocal hashed
-        if end > hashed:
-            sha.update(data[hashed:end])
-            hashed = end
-
-    for i, (p, enc) in enumerate(zip(plans, _windowed(plans, work, threads))):
-        hash_to(p.offset + p.size)
-        off, size = writer.write_frame([enc.frame])
-        pool.release(enc.buffer)
-        chunk_rows[i] = (
-            p.offset,
-            off,
-            size,
-            p.size,
-            enc.transform_id,
-            len(enc.streams),
-            0,
-            len(stream_rows),
-        )
-        stream_rows.extend(
-            (s.codec, s.context, 0, s.decoded_size, s.encoded_size) for s in enc.streams
-        )
-        seg = layout.segments[p.segment]
-        key = seg.dtype if seg.kind == TENSOR else "verbatim"
-        seconds[key] = seconds.get(key, 0.0) + enc.seconds
-        done += p.size
-        if progress:
-            progress(done, layout.size)
-    hash_to(layout.size)
+    hasher = _Hasher(data)  # SHA-256 of the whole source on its own thread
+    try:
+        for i, (p, enc) in enumerate(zip(plans, _windowed(plans, work, threads))):
+            off, size = writer.write_frame([enc.frame])
+            pool.release(enc.buffer)
+            chunk_rows[i] = (
+                p.offset,
+                off,
+                size,
+                p.size,
+                enc.transform_id,
+                len(enc.streams),
+                0,
+                len(stream_rows),
+            )
+            stream_rows.extend(
+                (s.codec, s.context, 0, s.decoded_size, s.encoded_size) for s in enc.streams
+            )
+            seg = layout.segments[p.segment]
+            key = seg.dtype if seg.kind == TENSOR else "verbatim"
+            seconds[key] = seconds.get(key, 0.0) + enc.seconds
+            done += p.size
+            if progress:
+                progress(done, layout.size)
+    finally:
+        digest = hasher.finish()
     index = Index(
         source={
             "name": source_name,
             "size": layout.size,
-            "sha256": sha.hexdigest(),
+            "sha256": digest,
             "format": layout.format,
         },
         segments=[

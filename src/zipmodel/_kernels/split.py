@@ -37,6 +37,22 @@ def _hist(data):  # pragma: no cover (compiled)
 
 
 @njit(nogil=True, cache=True)
+def _entropy_bytes(hist):  # pragma: no cover (compiled)
+    """Order-0 entropy of a byte histogram, in bytes (the chooser calls this per stream)."""
+    n = 0.0
+    for k in range(hist.size):
+        n += hist[k]
+    if n == 0.0:
+        return 0.0
+    bits = 0.0
+    for k in range(hist.size):
+        c = float(hist[k])
+        if c > 0.0:
+            bits -= c * np.log2(c / n)
+    return bits / 8.0
+
+
+@njit(nogil=True, cache=True)
 def _split_bf16(raw, exp, sm):  # pragma: no cover
     for i in range(exp.size):
         j = uint64(i)

@@ -140,7 +140,14 @@ def _near_random(data: np.ndarray, limit_bits: float) -> bool:
 
 def entropy_bytes(hist: np.ndarray) -> float:
     """Order-0 entropy of a histogram, in bytes (the floor for any order-0 coder)."""
-    counts = hist[hist > 0].astype(np.float64)
+    if isinstance(hist, np.ndarray) and hist.dtype == np.int64 and hist.shape == (256,):
+        from .. import _jit
+
+        _jit.ensure_ready()
+        from .._kernels.split import _entropy_bytes
+
+        return float(_entropy_bytes(np.ascontiguousarray(hist)))
+    counts = np.asarray(hist)[np.asarray(hist) > 0].astype(np.float64)
     n = counts.sum()
     if n == 0:
         return 0.0
