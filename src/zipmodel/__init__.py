@@ -5,6 +5,7 @@
 >>> zipmodel.decompress_file("model.safetensors.zm", "copy.safetensors")
 >>> with zipmodel.open("model.safetensors.zm") as f:       # lazy: only the index is read
 ...     w = f.get_tensor("embeddings.weight")
+>>> sd = zipmodel.load("model.safetensors.zm")             # every tensor, decoded in place
 >>> zipmodel.compress_dir("my-model")                      # a model folder -> my-model.zm/
 
 ``import zipmodel`` is light: numpy, numba and the codecs load on first use.
@@ -39,6 +40,7 @@ __all__ = [
     "decompress_bytes",
     "decompress_dir",
     "decompress_file",
+    "load",
     "open",
     "verify_dir",
     "verify_file",
@@ -55,6 +57,8 @@ _LAZY = {
     "compress_dir": "folder",
     "decompress_dir": "folder",
     "verify_dir": "folder",
+    # not "load": importing a submodule named like the function would rebind zipmodel.load
+    "load": "loading",
 }
 
 if TYPE_CHECKING:
@@ -67,6 +71,7 @@ if TYPE_CHECKING:
         verify_file,
     )
     from .folder import compress_dir, decompress_dir, verify_dir
+    from .loading import load
 
 
 def __getattr__(name: str) -> Any:

@@ -48,6 +48,7 @@ __all__ = [
     "encode_chunk",
     "find_duplicates",
     "iter_decoded",
+    "iter_decoded_into",
     "iter_source",
     "plan_chunks",
     "resolve_threads",
@@ -532,13 +533,37 @@ def iter_decoded(
         row = rows[i]
         off, size = int(row["src_offset"]), int(row["raw_size"])
         buf = out[off - base : off - base + size] if out is not None else np.empty(size, np.uint8)
-        fb, size = reader.read_frame_into(i)  # this thread's frame buffer: no allocation
-        offset = int(row["frame_offset"])
-        frame = parse_frame_inplace(fb, size, path=reader.name, offset=offset)
-        decode_chunk(frame, buf, row=row, path=reader.name, offset=offset)
+        _decode_chunk_into(reader, i, buf)
         return i, buf
 
     yield from _windowed(todo, work, threads)
+
+
+def iter_decoded_into(
+    reader, work: list[tuple[int, np.ndarray]], *, threads: int = 0
+) -> Iterator[int]:
+    """Decode each ``(chunk, out)`` of ``work`` into its ``out`` (uint8, the chunk's size) on
+    ``threads`` threads; yield the chunk ids in the order given, each once it is decoded.
+
+    One window over many destinations: chunks of different tensors decode side by side, where
+    a call of :func:`iter_decoded` per tensor would drain the pool at every small tensor.
+    """
+    threads = resolve_threads(threads)
+
+    def one(item: tuple[int, np.ndarray]) -> int:
+        _decode_chunk_into(reader, item[0], item[1])
+        return item[0]
+
+    yield from _windowed(work, one, threads)
+
+
+def _decode_chunk_into(reader, i: int, buf: np.ndarray) -> None:
+    """Read chunk ``i``'s frame (into this thread's frame buffer) and decode it into ``buf``."""
+    row = reader.index.chunks[i]
+    fb, fsize = reader.read_frame_into(i)
+    offset = int(row["frame_offset"])
+    frame = parse_frame_inplace(fb, fsize, path=reader.name, offset=offset)
+    decode_chunk(frame, buf, row=row, path=reader.name, offset=offset)
 
 
 def source_plan(index) -> list[tuple[int, int]]:
@@ -571,10 +596,7 @@ def iter_source(
         row = rows[i]
         size = int(row["raw_size"])
         buf = out[dest : dest + size] if out is not None else np.empty(size, np.uint8)
-        fb, fsize = reader.read_frame_into(i)
-        offset = int(row["frame_offset"])
-        frame = parse_frame_inplace(fb, fsize, path=reader.name, offset=offset)
-        decode_chunk(frame, buf, row=row, path=reader.name, offset=offset)
+        _decode_chunk_into(reader, i, buf)
         return dest, buf
 
     yield from _windowed(source_plan(reader.index), work, threads)

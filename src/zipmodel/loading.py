@@ -1,0 +1,172 @@
+"""``zipmodel.load``: a container's tensors as a state dict, decoded straight into place.
+
+Every tensor gets one buffer of its final size, allocated up front; the chunks of all tensors
+go through one window of the thread pool and each is decoded into its slice of that buffer, so
+there is no second copy and no buffer of the whole source. The result is a view of that buffer
+with the tensor's dtype and shape: the bytes are never converted (bfloat16 stays bfloat16).
+Verbatim segments (headers, pickles, padding) are not read at all.
+
+Segments stored once for several names (format 1.1 ``dup_of``: tied embeddings) are decoded
+once; every name gets its own view of the shared buffer, so they share memory.
+
+On a GPU (``device="cuda"``) the buffers are pinned host memory and each tensor is copied with
+``.to(device, non_blocking=True)`` as soon as its last chunk is decoded, so copies overlap the
+decoding of the next tensors. That path has not been run on a GPU yet.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from .container.reader import ContainerReader
+from .dtypes import get_dtype, numpy_dtype
+from .errors import MissingDependencyError, UnsupportedError
+from .pipeline import iter_decoded_into, resolve_threads
+from .readers.base import TENSOR
+
+__all__ = ["TORCH_DTYPES", "load"]
+
+# safetensors dtype name -> torch dtype attribute (looked up on the installed torch: an older
+# one may lack the unsigned and float8 types; those tensors then come back as raw uint8 bytes)
+TORCH_DTYPES = {
+    "BOOL": "bool",
+    "U8": "uint8",
+    "I8": "int8",
+    "U16": "uint16",
+    "I16": "int16",
+    "U32": "uint32",
+    "I32": "int32",
+    "U64": "uint64",
+    "I64": "int64",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "F8_E8M0": "float8_e8m0fnu",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F32": "float32",
+    "F64": "float64",
+    "C64": "complex64",
+}
+
+
+def load(
+    file: str | os.PathLike | BinaryIO | bytes,
+    device: Any = "cpu",
+    *,
+    framework: str | None = None,
+    threads: int = 0,
+) -> dict[str, Any]:
+    """Load every tensor of the container ``file`` into a dict ``name -> tensor``.
+
+    ``framework`` is ``"numpy"`` (the default on the CPU; bfloat16 and float8 via ml_dtypes)
+    or ``"torch"`` (the default for any other ``device``, which needs torch:
+    ``pip install 'zipmodel[torch]'``). Tensors keep the dtype and shape the source recorded;
+    element types without a numpy/torch equivalent (GGUF block-quantized types, packed 4/6-bit
+    floats, names zipmodel does not know) come back as their raw bytes, a 1-D uint8 array.
+    Names are the source's tensor names; for a PyTorch checkpoint these are its storages
+    (``archive/data/0``, 1-D), not the state-dict keys.
+
+    Chunks decode on ``threads`` threads (0 = all cores) directly into each tensor's memory.
+    Every chunk's checksum is verified. Tensors stored once for several names share memory.
+    """
+    framework = _framework(framework, device)
+    threads = resolve_threads(threads)
+    torch = _torch(device) if framework == "torch" else None
+    with ContainerReader(file) as r:
+        segs = r.index.segments
+        # segment index -> the segment whose chunks hold its bytes (itself unless a duplicate)
+        wanted = {
+            i: (e.dup_of if e.dup_of is not None else i)
+            for i, e in enumerate(segs)
+            if e.segment.kind == TENSOR
+        }
+        pinned = torch is not None and _is_cuda(torch, device)
+        buffers: dict[int, Any] = {}  # owner segment -> its bytes (numpy uint8 or torch uint8)
+        work: list[tuple[int, np.ndarray]] = []
+        last_chunk: dict[int, int] = {}  # chunk id -> the owner segment it completes
+        for owner in sorted(set(wanted.values())):
+            e = segs[owner]
+            size = e.segment.size
+            if torch is not None:
+                buf = torch.empty(size, dtype=torch.uint8, pin_memory=pinned)
+                host = buf.numpy()
+            else:
+                buf = host = np.empty(size, np.uint8)
+            buffers[owner] = buf
+            base = e.segment.offset
+            rows = r.index.chunks
+            for c in range(e.first_chunk, e.first_chunk + e.n_chunks):
+                off, n = int(rows[c]["src_offset"]) - base, int(rows[c]["raw_size"])
+                work.append((c, host[off : off + n]))
+            if e.n_chunks:
+                last_chunk[e.first_chunk + e.n_chunks - 1] = owner
+        on_device: dict[int, Any] = {}
+        if pinned:  # empty tensors have no chunks: move them now
+            for owner, buf in buffers.items():
+                if segs[owner].n_chunks == 0:
+                    on_device[owner] = buf.to(device)
+        for c in iter_decoded_into(r, work, threads=threads):
+            owner = last_chunk.get(c)
+            if pinned and owner is not None:  # copy while the next tensors decode
+                on_device[owner] = buffers[owner].to(device, non_blocking=True)
+        if pinned:
+            torch.cuda.current_stream(device).synchronize()  # pinned buffers may go after this
+            buffers = on_device
+        elif torch is not None and not _is_cpu(device):
+            buffers = {k: v.to(device) for k, v in buffers.items()}
+        return {
+            segs[i].segment.name or "": _view(buffers[owner], segs[i].segment, torch)
+            for i, owner in wanted.items()
+        }
+
+
+def _is_cpu(device: Any) -> bool:
+    return str(device).split(":")[0] == "cpu"
+
+
+def _framework(framework: str | None, device: Any) -> str:
+    cpu = _is_cpu(device)
+    if framework is None:
+        return "numpy" if cpu else "torch"
+    if framework not in ("numpy", "torch"):
+        raise ValueError(f"framework must be 'numpy' or 'torch', not {framework!r}")
+    if framework == "numpy" and not cpu:
+        raise ValueError(f"numpy arrays live on the CPU; use framework='torch' for {device}")
+    return framework
+
+
+def _torch(device: Any):
+    try:
+        import torch
+    except ImportError:
+        raise MissingDependencyError(
+            "loading as torch tensors needs PyTorch", hint="pip install 'zipmodel[torch]'"
+        ) from None
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UnsupportedError(
+            f"device {device!r}: this torch has no CUDA device available",
+            hint="load on device='cpu', or install a CUDA build of torch",
+        )
+    return torch
+
+
+def _is_cuda(torch, device: Any) -> bool:
+    return torch.device(device).type == "cuda"
+
+
+def _view(buf, seg, torch):
+    """``buf`` (the segment's bytes) seen as the tensor ``seg`` describes, without copying."""
+    dt = get_dtype(seg.dtype or "")
+    known = dt is not None and dt.itemsize > 0 and dt.nbytes(tuple(seg.shape or ())) == seg.size
+    if torch is None:
+        if not known or dt.numpy_name is None:
+            return buf
+        return buf.view(numpy_dtype(dt)).reshape(seg.shape)
+    tdt = getattr(torch, TORCH_DTYPES.get(dt.name, ""), None) if known else None
+    if tdt is None:
+        return buf
+    return buf.view(tdt).reshape(seg.shape)
