@@ -168,6 +168,7 @@ def compress_file(
     threads: int = 0,
     force: bool = False,
     progress: Progress | None = None,
+    name: str | None = None,
 ) -> CompressReport:
     """Compress the file ``src`` into the container ``dst`` (default ``src + ".zm"``).
 
@@ -177,6 +178,7 @@ def compress_file(
     the container atomically. ``src`` is never modified; without ``force`` an existing
     ``dst`` is an error. The output's bytes depend on the data and the options, not on
     ``threads``. ``dst`` may also be a writable binary file object (written front to back).
+    ``name`` is the source name the index records (default: ``src``'s file name).
     """
     options = _options(level, chunk_size)
     if not _is_fileobj(dst):
@@ -191,7 +193,7 @@ def compress_file(
                 source.data,
                 layout,
                 out,
-                source_name=Path(src).name,
+                source_name=Path(src).name if name is None else name,
                 options=options,
                 threads=threads,
                 progress=progress,

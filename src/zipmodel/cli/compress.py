@@ -13,6 +13,7 @@ from ..formats import FORMATS
 from ._errors import EXIT_OK, exit_code_for, report
 from ._options import ByteSize, output_options, threads_option, write_options
 from ._output import Output, dtype_table, human_bytes
+from ._stdin import spooled_stdin
 
 
 @click.command()
@@ -92,7 +93,9 @@ def compress(
 
     Inputs are never modified and kept unless --rm. Each output is written to a temporary file
     and renamed into place, so a failure or Ctrl-C leaves nothing behind. A PATH of "-" reads
-    standard input (and writes standard output unless -o is given).
+    standard input (and writes standard output unless -o is given): a pipe is first copied to a
+    temporary file in $TMPDIR (the source is memory-mapped), so memory stays flat but the disk
+    needs room for one copy of the input.
 
     A folder (a Hugging Face model folder, say) becomes the folder PATH.zm: weight files are
     compressed to NAME.zm, small files (config, tokenizer, README) copied, and zipmodel.json
@@ -139,22 +142,27 @@ def compress(
             if path == "-":
                 if remove:
                     raise click.UsageError("--rm cannot be used with standard input")
-                data = sys.stdin.buffer.read()
-                blob = api.compress_bytes(
-                    data,
-                    level=level,
-                    chunk_size=chunk_size,
-                    dtype=dtype,
-                    format=fmt,
-                    threads=threads,
-                )
+                with spooled_stdin() as spool, out.progress("compress stdin") as advance:
+                    rep = api.compress_file(
+                        spool.name,
+                        sys.stdout.buffer if stdout_mode else output,
+                        level=level,
+                        chunk_size=chunk_size,
+                        dtype=dtype,
+                        format=fmt,
+                        threads=threads,
+                        force=force,
+                        progress=advance,
+                        name="",
+                    )
                 if stdout_mode:
-                    sys.stdout.buffer.write(blob)
                     sys.stdout.buffer.flush()
-                else:
-                    _write_atomic(output, blob, force)
-                out.line(f"stdin: {human_bytes(len(data))} -> {human_bytes(len(blob))}")
-                results.append({"input": "-", "input_bytes": len(data), "output_bytes": len(blob)})
+                rep.input = "-"
+                out.line(
+                    f"stdin -> {rep.output}: {human_bytes(rep.input_bytes)} -> "
+                    f"{human_bytes(rep.output_bytes)}  ({100 * rep.ratio:.2f}%)"
+                )
+                results.append(rep.to_json())
                 continue
             with out.progress(f"compress {Path(path).name}") as advance:
                 rep = api.compress_file(
@@ -225,10 +233,3 @@ def folder_line(rep, *, restored: bool = False) -> str:
         f"{n - k} copied)  {a} -> {b}  ({100 * rep.ratio:.2f}%)  {rep.mb_per_s:.0f} MB/s"
         + ("  SHA-256 ok" if restored else "")
     )
-
-
-def _write_atomic(path: str, blob: bytes, force: bool) -> None:
-    from .._io import atomic_output
-
-    with atomic_output(path, force=force) as (fd, _), os.fdopen(fd, "wb", closefd=False) as f:
-        f.write(blob)

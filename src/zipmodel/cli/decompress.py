@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import contextlib
 import os
 import sys
 
@@ -11,6 +11,7 @@ import click
 from ._errors import EXIT_OK, exit_code_for, report
 from ._options import output_options, threads_option, write_options
 from ._output import Output, human_bytes
+from ._stdin import spooled_stdin
 
 
 @click.command()
@@ -30,7 +31,9 @@ def decompress(
     """Restore the original files: PATH.zm -> PATH, byte for byte.
 
     Every frame and chunk checksum is verified while decoding; a damaged container fails with
-    exit code 1 and leaves no output. A PATH of "-" reads standard input.
+    exit code 1 and leaves no output. A PATH of "-" reads standard input (and writes standard
+    output unless -o is given); the index is at the end of a container, so a pipe is first
+    copied to a temporary file in $TMPDIR: memory stays flat, the disk needs room for one copy.
 
     A compressed folder (PATH.zm/ holding zipmodel.json) is restored to the folder PATH, every
     file checked against the SHA-256 in zipmodel.json; a mismatch leaves no output folder.
@@ -59,8 +62,9 @@ def decompress(
                 )
             if path == "-" and remove:
                 raise click.UsageError("--rm cannot be used with standard input")
-            src = io.BytesIO(sys.stdin.buffer.read()) if path == "-" else path
-            with out.progress(f"decompress {os.path.basename(path)}") as advance:
+            with contextlib.ExitStack() as stack:
+                src = stack.enter_context(spooled_stdin()) if path == "-" else path
+                advance = stack.enter_context(out.progress(f"decompress {os.path.basename(path)}"))
                 rep = api.decompress_file(
                     src,
                     sys.stdout.buffer if stdout_mode else output,
@@ -69,6 +73,8 @@ def decompress(
                     check_sha256=check or remove,
                     progress=advance,
                 )
+            if path == "-":
+                rep.input = "-"
             if stdout_mode:
                 sys.stdout.buffer.flush()
             if remove:
