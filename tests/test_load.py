@@ -265,3 +265,9 @@ def test_cuda_without_a_gpu_is_a_clear_error(checkpoint):
         zipmodel.load(zm, "cuda")
     with pytest.raises(UnsupportedError, match="CUDA"):
         zipmodel.load(zm, "cuda:1", framework="torch")
+
+
+def test_load_is_the_function_after_its_module_is_imported():
+    import zipmodel.loading
+
+    assert zipmodel.load is zipmodel.loading.load and "load" in zipmodel.__all__
