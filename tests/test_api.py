@@ -140,3 +140,19 @@ def test_bad_options():
         compress_bytes(b"abc", chunk_size=10)
     with pytest.raises(ValueError, match="unknown level"):
         compress_bytes(b"abc", level="ultra")
+
+
+def test_source_release_keeps_bytes_valid(tmp_path):
+    """Dropping a mapped source's pages (bounded RSS) never changes what is read."""
+    from zipmodel._io import Source
+
+    p = tmp_path / "blob.bin"
+    data = np.random.default_rng(5).integers(0, 256, 3 * 4096 + 123, dtype=np.uint8)
+    p.write_bytes(data.tobytes())
+    with Source.open(p) as src:
+        before = src.data.copy()
+        src.release(100, 5000)  # unaligned range: whole pages around it are dropped
+        src.release(0, src.size)
+        src.release(src.size - 10, 1 << 20)  # past the end: clipped
+        assert np.array_equal(src.data, before)
+    Source.from_bytes(b"abc").release(0, 3)  # in-memory: a no-op

@@ -102,6 +102,24 @@ class Source:
             mm.madvise(mmap.MADV_SEQUENTIAL)
         return cls(np.frombuffer(mm, np.uint8), str(p), _keep=mm)
 
+    def release(self, offset: int, size: int) -> None:
+        """Drop this process's pages of ``[offset, offset + size)`` of a mapped file.
+
+        The bytes stay valid (a later read faults them back in from the page cache); only the
+        process's resident set shrinks, so compressing a file of many GB keeps RSS at about
+        the chunks in flight. A no-op for in-memory sources.
+        """
+        mm = self._keep
+        if not isinstance(mm, mmap.mmap) or size <= 0:
+            return
+        page = mmap.PAGESIZE
+        start = offset - offset % page  # dropping a page is always safe: it is read again
+        end = min(offset + size, self.size)
+        if end - start <= 0:
+            return
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+
     @classmethod
     def from_bytes(cls, data, name: str = "<bytes>") -> Source:
         """Wrap an in-memory buffer (bytes, bytearray, memoryview, numpy array) without copying."""

@@ -197,6 +197,7 @@ def compress_file(
                 options=options,
                 threads=threads,
                 progress=progress,
+                release=source.release,
             )
 
         if _is_fileobj(dst):

@@ -128,7 +128,9 @@ def plan_chunks(
 DEDUP_MIN = 4096  # segments at least this big are stored once when their bytes repeat
 
 
-def find_duplicates(data: np.ndarray, layout: Layout) -> dict[int, int]:
+def find_duplicates(
+    data: np.ndarray, layout: Layout, release: Callable[[int, int], None] | None = None
+) -> dict[int, int]:
     """Segments whose bytes equal an earlier segment's: ``{index: earlier index}``.
 
     Tied embeddings, shared layers and repeated tables are then coded once. Candidates are
@@ -141,6 +143,8 @@ def find_duplicates(data: np.ndarray, layout: Layout) -> dict[int, int]:
             continue
         view = data[seg.offset : seg.end]
         key = (seg.size, xxh3_64(view))
+        if release:
+            release(seg.offset, seg.size)
         for j in seen.get(key, ()):
             other = layout.segments[j]
             if np.array_equal(data[other.offset : other.end], view):
@@ -408,9 +412,10 @@ class _Hasher:
 
     BLOCK = 8 << 20
 
-    def __init__(self, data: np.ndarray):
+    def __init__(self, data: np.ndarray, release: Callable[[int, int], None] | None = None):
         self._sha = hashlib.sha256()
         self._data = data
+        self._release = release
         self._stop = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="zipmodel-sha256", daemon=True)
@@ -422,6 +427,8 @@ class _Hasher:
                 if self._stop:
                     return
                 self._sha.update(self._data[a : a + self.BLOCK])
+                if self._release:
+                    self._release(a, self.BLOCK)
         except BaseException as e:  # re-raised by finish()
             self._error = e
 
@@ -444,12 +451,17 @@ def compress_layout(
     options: CompressOptions = CompressOptions(),
     threads: int = 0,
     progress: Progress | None = None,
+    release: Callable[[int, int], None] | None = None,
 ) -> CompressResult:
-    """Write the container for ``data`` (the whole source, uint8) described by ``layout``."""
+    """Write the container for ``data`` (the whole source, uint8) described by ``layout``.
+
+    ``release(offset, size)``, when given, is called for source ranges this call is done with
+    (a mapped file drops those pages: resident memory stays at the chunks in flight).
+    """
     t0 = time.perf_counter()
     threads = resolve_threads(threads)
     policy = policy_for_level(options.level)
-    dups = find_duplicates(data, layout)
+    dups = find_duplicates(data, layout, release)
     plans, ranges = plan_chunks(layout, options.chunk_size, dups)
     minor = 1 if dups else 0  # duplicate segments need format 1.1; otherwise write 1.0
     writer = ContainerWriter(out, minor=minor)
@@ -464,11 +476,13 @@ def compress_layout(
         return encode_chunk(chunk, p.offset, p.transform, policy, p.layout, pool=pool)
 
     done = 0
-    hasher = _Hasher(data)  # SHA-256 of the whole source on its own thread
+    hasher = _Hasher(data, release)  # SHA-256 of the whole source on its own thread
     try:
         for i, (p, enc) in enumerate(zip(plans, _windowed(plans, work, threads))):
             off, size = writer.write_frame([enc.frame])
             pool.release(enc.buffer)
+            if release:
+                release(p.offset, p.size)
             chunk_rows[i] = (
                 p.offset,
                 off,
