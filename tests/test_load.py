@@ -205,7 +205,7 @@ def test_torch_checkpoint_storages_match_torch_load(tmp_path):
     torch.save(state, src)
     zm = tmp_path / "sd.pt.zm"
     zipmodel.compress_file(src, zm)
-    got = zipmodel.load(zm, framework="torch", threads=2)
+    got = zipmodel.load(zm, framework="torch", threads=2, state_dict=False)
     with ContainerReader(zm) as r:
         meta = r.index.metadata["torch"]
     ref = torch.load(src, weights_only=True)
@@ -215,6 +215,44 @@ def test_torch_checkpoint_storages_match_torch_load(tmp_path):
         assert storage.dtype == t.dtype, name
         view = storage.as_strided(m["shape"], m["stride"], m["offset"])
         assert _torch_bytes(torch, view) == _torch_bytes(torch, t), name
+    # the default: the state dict itself, views sharing storages as torch.load's do
+    sd = zipmodel.load(zm, framework="torch", threads=2)
+    assert set(sd) == set(ref)
+    for name, t in ref.items():
+        assert sd[name].dtype == t.dtype and sd[name].shape == t.shape, name
+        assert sd[name].stride() == t.stride(), name
+        assert _torch_bytes(torch, sd[name]) == _torch_bytes(torch, t), name
+    assert sd["emb.weight"].data_ptr() == sd["head.weight"].data_ptr()
+    nd = zipmodel.load(zm)  # numpy: the same values
+    for name, t in ref.items():
+        assert nd[name].shape == tuple(t.shape), name
+        assert nd[name].tobytes() == _torch_bytes(torch, t), name
+
+
+def test_torch_views_outside_their_storage_are_refused():
+    """The view table comes from the file: a view past its storage is an error, not a read."""
+    from zipmodel.errors import FormatError
+    from zipmodel.loading import _torch_state_dict
+
+    storage = np.arange(10, dtype=np.float32)
+    table = {"0": {"segment": "a/data/0", "dtype": "F32"}}
+    ok = {"storage": "0", "offset": 2, "shape": [2, 3], "stride": [3, 1], "dtype": "F32"}
+    got = _torch_state_dict(
+        {"tensors": {"w": ok}, "storages": table}, {"a/data/0": storage}, None, "x"
+    )
+    assert got["w"].tolist() == [[2, 3, 4], [5, 6, 7]]
+    for bad in (
+        dict(ok, offset=5),  # 5 + 1 + 3 + 2 = 11 > 10
+        dict(ok, stride=[6, 1]),  # 2 + 1 + 6 + 2 = 11
+        dict(ok, stride=[-1, 1]),
+        dict(ok, shape=[2]),  # rank differs from the strides
+        dict(ok, dtype="F16"),  # not the storage's type
+        dict(ok, storage="9"),
+    ):
+        with pytest.raises(FormatError):
+            _torch_state_dict(
+                {"tensors": {"w": bad}, "storages": table}, {"a/data/0": storage}, None, "x"
+            )
 
 
 def test_one_tensor_reads_a_small_part_of_the_file(tmp_path):

@@ -23,7 +23,7 @@ import numpy as np
 
 from .container.reader import ContainerReader
 from .dtypes import get_dtype, numpy_dtype
-from .errors import MissingDependencyError, UnsupportedError
+from .errors import FormatError, MissingDependencyError, UnsupportedError
 from .pipeline import iter_decoded_into, resolve_threads
 from .readers.base import TENSOR
 
@@ -58,6 +58,7 @@ def load(
     *,
     framework: str | None = None,
     threads: int = 0,
+    state_dict: bool = True,
 ) -> dict[str, Any]:
     """Load every tensor of the container ``file`` into a dict ``name -> tensor``.
 
@@ -66,8 +67,11 @@ def load(
     ``pip install 'zipmodel[torch]'``). Tensors keep the dtype and shape the source recorded;
     element types without a numpy/torch equivalent (GGUF block-quantized types, packed 4/6-bit
     floats, names zipmodel does not know) come back as their raw bytes, a 1-D uint8 array.
-    Names are the source's tensor names; for a PyTorch checkpoint these are its storages
-    (``archive/data/0``, 1-D), not the state-dict keys.
+    Names are the source's tensor names. For a PyTorch checkpoint, ``state_dict=True`` gives
+    the state-dict keys, each a view of its decoded storage with the recorded offset, shape
+    and stride (checked against the storage first: the metadata is untrusted), as
+    ``torch.load(weights_only=True)`` would; ``state_dict=False`` gives the storages
+    (``archive/data/0``, 1-D).
 
     Chunks decode on ``threads`` threads (0 = all cores) directly into each tensor's memory.
     Every chunk's checksum is verified. Tensors stored once for several names share memory.
@@ -121,10 +125,14 @@ def load(
             buffers = on_device
         elif torch is not None and not _is_cpu(device):
             buffers = {k: v.to(device) for k, v in buffers.items()}
-        return {
+        views = {
             segs[i].segment.name or "": _view(buffers[owner], segs[i].segment, torch)
             for i, owner in wanted.items()
         }
+        meta = r.index.metadata.get("torch") if isinstance(r.index.metadata, dict) else None
+        if state_dict and isinstance(meta, dict):
+            return _torch_state_dict(meta, views, torch, r.name)
+        return views
 
 
 def _is_cpu(device: Any) -> bool:
@@ -174,3 +182,76 @@ def _view(buf, seg, torch):
     if tdt is None:
         return buf
     return buf.view(tdt).reshape(seg.shape)
+
+
+def _ints(v: Any, n: int | None = None) -> list[int] | None:
+    if not isinstance(v, list) or (n is not None and len(v) != n):
+        return None
+    if not all(type(x) is int and x >= 0 for x in v):
+        return None
+    return v
+
+
+def _torch_state_dict(meta: dict, storages: dict[str, Any], torch, path) -> dict[str, Any]:
+    """The state dict of a PyTorch checkpoint: each recorded view of its decoded storage.
+
+    The index metadata comes from the file, so every view is checked to lie inside its
+    storage before ``as_strided`` may touch memory.
+    """
+    tensors, table = meta.get("tensors"), meta.get("storages")
+    if not isinstance(tensors, dict) or not isinstance(table, dict):
+        return storages
+
+    def bad(name: str, why: str) -> FormatError:
+        return FormatError(f"tensor {name!r}: {why}", path=path)
+
+    out: dict[str, Any] = {}
+    for name, t in tensors.items():
+        if not isinstance(t, dict) or not isinstance(t.get("storage"), str):
+            raise bad(name, "has no storage")
+        st = table.get(t["storage"])
+        shape = _ints(t.get("shape"))
+        stride = _ints(t.get("stride"), len(shape) if shape is not None else None)
+        offset = t.get("offset")
+        if not isinstance(st, dict) or shape is None or stride is None:
+            raise bad(name, "has an invalid storage, shape or stride")
+        if type(offset) is not int or offset < 0:
+            raise bad(name, "has an invalid storage offset")
+        dt = get_dtype(t.get("dtype") or "")
+        seg = st.get("segment")
+        numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if seg is None or numel == 0:  # an empty storage or an empty view: no bytes to share
+            if numel:
+                raise bad(name, "views an empty storage")
+            out[name] = _empty(dt, shape, torch, name, path)
+            continue
+        base = storages.get(seg)
+        if base is None or st.get("dtype") != t.get("dtype") or dt is None:
+            raise bad(name, "does not match its storage")
+        if (torch is None and not isinstance(base, np.ndarray)) or len(base.shape) != 1:
+            raise UnsupportedError(
+                f"tensor {name!r} of {t.get('dtype')} has no array type here",
+                path=path,
+                hint="load(..., state_dict=False) returns the raw storages",
+            )
+        need = offset + 1 + sum((n - 1) * k for n, k in zip(shape, stride))
+        if need > base.shape[0]:
+            raise bad(name, f"needs {need} elements, its storage has {base.shape[0]}")
+        if torch is None:
+            out[name] = np.lib.stride_tricks.as_strided(
+                base[offset:], shape=shape, strides=[k * base.itemsize for k in stride]
+            )
+        else:
+            out[name] = base.as_strided(shape, stride, offset)
+    return out
+
+
+def _empty(dt, shape: list[int], torch, name: str, path):
+    if torch is None:
+        if dt is None or dt.numpy_name is None:
+            raise UnsupportedError(f"tensor {name!r} has no numpy type", path=path)
+        return np.zeros(shape, numpy_dtype(dt))
+    tdt = getattr(torch, TORCH_DTYPES.get(dt.name, ""), None) if dt is not None else None
+    if tdt is None:
+        raise UnsupportedError(f"tensor {name!r} has no torch type", path=path)
+    return torch.zeros(shape, dtype=tdt)
