@@ -57,9 +57,9 @@ def _varint(v: int) -> bytes:
     return bytes(out) + bytes([v])
 
 
-def _read_varint(b: bytes, p: int) -> tuple[int, int]:
+def _read_varint(b: bytes, p: int, max_bytes: int = 3) -> tuple[int, int]:
     v = 0
-    for k in range(3):
+    for k in range(max_bytes):
         if p >= len(b):
             raise ValueError("truncated varint")
         v |= (b[p] & 127) << (7 * k)

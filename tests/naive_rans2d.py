@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from naive_rans import _coder, _run_decoder, normalize
+from naive_rans import _coder, _read_varint, _run_decoder, _varint, normalize
 
 
 def contexts(n: int, row_len: int, first_col: int, rowcls, colcls, lkr: int, lkc: int):
@@ -57,26 +57,6 @@ def cost_bits(counts, freqs, prob_bits: int) -> float:
     for f in freqs:
         w.table([f[s] for s in union])
     return code + len(w.bits)
-
-
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while v >= 128:
-        out.append(v & 127 | 128)
-        v >>= 7
-    return bytes(out) + bytes([v])
-
-
-def _read_varint(b: bytes, p: int) -> tuple[int, int]:
-    v = 0
-    for k in range(8):
-        if p >= len(b):
-            raise ValueError("truncated varint")
-        v |= (b[p] & 127) << (7 * k)
-        p += 1
-        if b[p - 1] < 128:
-            return v, p
-    raise ValueError("varint too long")
 
 
 class BitWriter:
@@ -169,8 +149,8 @@ def read_header(payload: bytes, n: int):
     prob_bits, lkr, lkc = payload[0], payload[1] >> 4, payload[1] & 15
     if not 8 <= prob_bits <= 12 or lkr > 3 or lkc > 6 or not 1 <= lkr + lkc <= 6:
         raise ValueError("bad header")
-    row_len, p = _read_varint(payload, 2)
-    first_col, p = _read_varint(payload, p)
+    row_len, p = _read_varint(payload, 2, 8)
+    first_col, p = _read_varint(payload, p, 8)
     if row_len < 2 or first_col >= row_len or (lkc and row_len > n):
         raise ValueError("bad layout")
     if len(payload) < p + 32:

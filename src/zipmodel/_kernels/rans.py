@@ -138,7 +138,12 @@ def _normalize(hist, prob_bits, freq):
 
 @njit(nogil=True, cache=True)
 def _varint_size(v):
-    return 1 if v < 128 else (2 if v < 16384 else 3)
+    """Bytes of the LEB128 code of ``v >= 0``."""
+    s = 1
+    while v >= 128:
+        v >>= 7
+        s += 1
+    return s
 
 
 @njit(nogil=True, cache=True)
@@ -153,18 +158,25 @@ def _put_varint(buf, p, v):
 
 
 @njit(nogil=True, cache=True)
-def _get_varint(src, p, end):
-    """(value, next position); position -1 if the payload ends or the value has > 3 bytes."""
-    v = 0
-    for k in range(MAX_VARINT):
+def _get_varint_max(src, p, end, max_bytes):
+    """(value, next position); position -1 if the payload ends or the value has more than
+    ``max_bytes`` bytes (at most 8: values below 2**56)."""
+    v = np.int64(0)
+    for k in range(max_bytes):
         if p >= end:
-            return 0, -1
-        b = int(src[p])
+            return np.int64(0), -1
+        b = np.int64(src[p])
         p += 1
         v |= (b & 127) << (7 * k)
         if b < 128:
             return v, p
-    return 0, -1
+    return np.int64(0), -1
+
+
+@njit(nogil=True, cache=True)
+def _get_varint(src, p, end):
+    """A table entry: at most MAX_VARINT bytes (see :func:`_get_varint_max`)."""
+    return _get_varint_max(src, p, end, MAX_VARINT)
 
 
 # ----------------------------------------------------------------------------- shared steps

@@ -63,10 +63,13 @@ from .rans import (
     _enc_step,
     _encoder_entry,
     _get_states,
+    _get_varint_max,
     _histogram,
     _normalize,
     _put_u32,
+    _put_varint,
     _refill,
+    _varint_size,
 )
 
 __all__ = ["E_FINAL", "E_HEADER", "E_MAP", "E_ODD", "E_SHORT", "E_STATE", "E_TABLE"]
@@ -137,37 +140,9 @@ def _table_bits(freqs, u, nctx):
 
 
 @njit(nogil=True, cache=True)
-def _varint_size(v):
-    s = 1
-    while v >= 128:
-        v >>= 7
-        s += 1
-    return s
-
-
-@njit(nogil=True, cache=True)
-def _put_varint(buf, p, v):
-    while v >= 128:
-        buf[p] = np.uint8((v & 127) | 128)
-        v >>= 7
-        p += 1
-    buf[p] = np.uint8(v)
-    return p + 1
-
-
-@njit(nogil=True, cache=True)
 def _get_varint(src, p, end):
-    """(value, next position); position -1 if the payload ends or the value is too long."""
-    v = np.int64(0)
-    for k in range(MAX_VARINT):
-        if p >= end:
-            return 0, -1
-        b = np.int64(src[p])
-        p += 1
-        v |= (b & 127) << (7 * k)
-        if b < 128:
-            return v, p
-    return 0, -1
+    """A row length or first column: at most MAX_VARINT bytes."""
+    return _get_varint_max(src, p, end, MAX_VARINT)
 
 
 @njit(nogil=True, cache=True)

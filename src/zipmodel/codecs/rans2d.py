@@ -51,37 +51,22 @@ mantissa: 25-30 % less than gamma-coding the frequencies themselves on real tabl
 from __future__ import annotations
 
 import math
-import threading
 
 import numpy as np
 
 from ..errors import CorruptDataError
 from .base import Codec
-from .rans import _decode_into, _input, _source
+from .rans import _decode_into, _input, _scratch, _source
 
 __all__ = ["Rans2DCodec"]
 
 _STATES = 8
-_local = threading.local()
 
 
 def _kernels():
     from .._kernels import rans2d  # numba: imported on first use only
 
     return rans2d
-
-
-def _scratch(name: str, size: int, dtype) -> np.ndarray:
-    """A per-thread buffer of at least ``size`` items, reused across calls."""
-    a = getattr(_local, name, None)
-    if a is None or a.size < size:
-        a = np.empty(size, dtype)
-        setattr(_local, name, a)
-    return a
-
-
-def _varint_size(v: int) -> int:
-    return max(1, (v.bit_length() + 6) // 7)
 
 
 def _check(code: int) -> None:
@@ -138,7 +123,7 @@ class Rans2DCodec(Codec):
         )  # fmt: skip
         if lkr + lkc == 0:
             return 0, 0, empty, empty, present, np.zeros(0, np.int64), math.inf, est0
-        head = 2 + _varint_size(row_len) + _varint_size(first_col) + 32 + 4 * _STATES
+        head = 2 + k._varint_size(row_len) + k._varint_size(first_col) + 32 + 4 * _STATES
         return lkr, lkc, rowcls, colcls, present, counts, bits + 8 * head + 7, est0
 
     def encode(self, data: np.ndarray, layout: tuple[int, int] | None = None) -> bytes | None:
@@ -181,9 +166,9 @@ class Rans2DCodec(Codec):
                 best = (code + tbits, p, freqs)
         _, p, freqs = best
         head = 2 + 16 + 32 + (k._header_bits(nrows, row_len, lkr, lkc, freqs, u) + 7) // 8
-        buf = _scratch("enc", 2 * n + 2 + 4 * _STATES + head, np.uint8)
-        ctx = _scratch("ctx", n, np.uint8)
-        etab = _scratch("etab", 4 * 256 * k.MAX_CTX, np.uint64)
+        buf = _scratch("r2d_enc", 2 * n + 2 + 4 * _STATES + head, np.uint8)
+        ctx = _scratch("r2d_ctx", n, np.uint8)
+        etab = _scratch("r2d_etab", 4 * 256 * k.MAX_CTX, np.uint64)
         start = k._encode(
             data, row_len, first_col, p, lkr, lkc, rowcls, colcls, present, freqs, buf, ctx, etab
         )
@@ -192,9 +177,9 @@ class Rans2DCodec(Codec):
     def decode(self, payload: memoryview, out: np.ndarray) -> None:
         k = _kernels()
         src = _source(payload)
-        dtab = _scratch("dtab", k.MAX_CTX << k.MAX_PROB_BITS, np.uint32)
-        ctx = _scratch("ctx", out.size, np.uint8)
-        st = _scratch("st", _STATES, np.uint64)
+        dtab = _scratch("r2d_dtab", k.MAX_CTX << k.MAX_PROB_BITS, np.uint32)
+        ctx = _scratch("r2d_ctx", out.size, np.uint8)
+        st = _scratch("r2d_st", _STATES, np.uint64)
         _decode_into(out, lambda o: _check(k._decode(src, o, dtab, ctx, st)))
 
     def estimate(self, hist: np.ndarray, n: int) -> float | None:
