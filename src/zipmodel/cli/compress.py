@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -139,34 +140,16 @@ def compress(
                 raise click.UsageError(
                     "refusing to write binary data to a terminal (use -f, or redirect)"
                 )
-            if path == "-":
-                if remove:
-                    raise click.UsageError("--rm cannot be used with standard input")
-                with spooled_stdin() as spool, out.progress("compress stdin") as advance:
-                    rep = api.compress_file(
-                        spool.name,
-                        sys.stdout.buffer if stdout_mode else output,
-                        level=level,
-                        chunk_size=chunk_size,
-                        dtype=dtype,
-                        format=fmt,
-                        threads=threads,
-                        force=force,
-                        progress=advance,
-                        name="",
-                    )
-                if stdout_mode:
-                    sys.stdout.buffer.flush()
-                rep.input = "-"
-                out.line(
-                    f"stdin -> {rep.output}: {human_bytes(rep.input_bytes)} -> "
-                    f"{human_bytes(rep.output_bytes)}  ({100 * rep.ratio:.2f}%)"
-                )
-                results.append(rep.to_json())
-                continue
-            with out.progress(f"compress {Path(path).name}") as advance:
+            stdin = path == "-"
+            if stdin and remove:
+                raise click.UsageError("--rm cannot be used with standard input")
+            with contextlib.ExitStack() as stack:
+                # a pipe is spooled to a temporary file first (the container needs seeks)
+                src = stack.enter_context(spooled_stdin()).name if stdin else path
+                label = "stdin" if stdin else Path(path).name
+                advance = stack.enter_context(out.progress(f"compress {label}"))
                 rep = api.compress_file(
-                    path,
+                    src,
                     sys.stdout.buffer if stdout_mode else output,
                     level=level,
                     chunk_size=chunk_size,
@@ -175,9 +158,18 @@ def compress(
                     threads=threads,
                     force=force,
                     progress=advance,
+                    name="" if stdin else None,
                 )
             if stdout_mode:
                 sys.stdout.buffer.flush()
+            if stdin:
+                rep.input = "-"
+                out.line(
+                    f"stdin -> {rep.output}: {human_bytes(rep.input_bytes)} -> "
+                    f"{human_bytes(rep.output_bytes)}  ({100 * rep.ratio:.2f}%)"
+                )
+                results.append(rep.to_json())
+                continue
             if rep.note:
                 out.line(f"zipmodel: note: {path}: {rep.note}")
             if remove:
