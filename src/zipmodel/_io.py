@@ -102,6 +102,10 @@ class Source:
             mm.madvise(mmap.MADV_SEQUENTIAL)
         return cls(np.frombuffer(mm, np.uint8), str(p), _keep=mm)
 
+    # Below this, a whole mapped file in RSS is harmless, and keeping its pages saves the
+    # re-faults (measured ~3% of compress time) of consumers that touch a range twice.
+    RELEASE_MIN = 256 << 20
+
     def release(self, offset: int, size: int) -> None:
         """Drop this process's pages of ``[offset, offset + size)`` of a mapped file.
 
@@ -110,7 +114,7 @@ class Source:
         the chunks in flight. A no-op for in-memory sources.
         """
         mm = self._keep
-        if not isinstance(mm, mmap.mmap) or size <= 0:
+        if not isinstance(mm, mmap.mmap) or size <= 0 or self.size < self.RELEASE_MIN:
             return
         page = mmap.PAGESIZE
         start = offset - offset % page  # dropping a page is always safe: it is read again
