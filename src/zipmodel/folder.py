@@ -191,11 +191,15 @@ def _check_rel(rel: object, where: Path) -> str:
     return rel
 
 
-def _inside(root: Path, rel: str, where: Path) -> Path:
-    """``root / rel``, after checking that it resolves inside ``root`` (symlinks included)."""
+def _inside(root: Path, rel: str, where: Path, link_root: Path | None = None) -> Path:
+    """``root / rel``, after checking that it resolves inside ``root`` (symlinks included), or
+    inside ``link_root`` when one is given."""
     base = root.resolve()
     target = (base / rel).resolve()
-    if not target.is_relative_to(base) or target == base:
+    inside = target.is_relative_to(base) and target != base
+    if not inside and link_root is not None:
+        inside = target.is_relative_to(link_root.resolve())
+    if not inside:
         raise FormatError(f"path {rel!r} resolves outside {root}", path=where)
     return base / rel
 
@@ -462,12 +466,16 @@ def _write_manifest(path: Path, result: FolderResult) -> None:
 
 
 # -- manifest ----------------------------------------------------------------------------------
-def read_manifest(folder: str | os.PathLike) -> FolderResult:
+def read_manifest(
+    folder: str | os.PathLike, *, link_root: str | os.PathLike | None = None
+) -> FolderResult:
     """Read and check ``folder/zipmodel.json``; every path is checked to be safe.
 
     Checks structure, types, path safety (relative, no ``..``, inside ``folder``), duplicate and
     conflicting paths. Raises :class:`FormatError` (or :class:`UnsupportedError` for a newer
     version) naming the manifest; the stored files themselves are checked when read.
+    ``link_root``: a folder that stored files may also reach through symlinks (a Hugging Face
+    cache snapshot links every file into its repository's ``blobs/``, see ``zipmodel.hub``).
     """
     root = Path(folder)
     mpath = root / MANIFEST
@@ -521,8 +529,9 @@ def read_manifest(folder: str | os.PathLike) -> FolderResult:
     directories = [_check_rel(d, mpath) for d in dirs]
     _check_unique([e.path for e in entries], directories, mpath, "path")
     _check_unique([e.stored_path for e in entries] + [MANIFEST], [], mpath, "stored_path")
+    links = Path(link_root) if link_root is not None else None
     for e in entries:  # reading through a symlink planted in the folder must not escape it
-        _inside(root, e.stored_path, mpath)
+        _inside(root, e.stored_path, mpath, links)
     writer = doc.get("writer")
     return FolderResult(str(root), "", entries, directories, writer=str(writer or "?"))
 
@@ -549,19 +558,21 @@ def decompress_dir(
     threads: int = 0,
     force: bool = False,
     progress: Progress | None = None,
+    link_root: str | os.PathLike | None = None,
 ) -> FolderResult:
     """Restore the original folder from the compressed folder ``src_dir`` (default: minus ``.zm``).
 
     The manifest is checked before anything is written; every restored file's size and SHA-256
     must match it (and each ``.zm`` file's own checksums are verified as it is decoded). The
     output is built in a temporary sibling and renamed into place, so any mismatch leaves no
-    output. Files in ``src_dir`` that the manifest does not list are ignored.
+    output. Files in ``src_dir`` that the manifest does not list are ignored. ``link_root``: see
+    :func:`read_manifest`.
     """
     from . import api
 
     t0 = time.perf_counter()
     src = Path(src_dir)
-    manifest = read_manifest(src)
+    manifest = read_manifest(src, link_root=link_root)
     out = Path(out_dir) if out_dir is not None else default_dir_output(src, decompress=True)
     _check_outputs(src, out, force)
     ticker = _Ticker(sum(e.size for e in manifest.files), progress)
