@@ -13,6 +13,7 @@ import os
 __all__ = [
     "CorruptDataError",
     "FormatError",
+    "HubError",
     "MissingDependencyError",
     "OutputExistsError",
     "UnknownCodecError",
@@ -83,3 +84,8 @@ class OutputExistsError(ZipmodelError, FileExistsError):
 
 class VerifyMismatchError(ZipmodelError):
     """Verification decoded the container but the result does not match (CLI exit code 3)."""
+
+
+class HubError(ZipmodelError, OSError):
+    """The Hugging Face Hub refused or failed a request (missing repo or revision, bad token,
+    no network); ``hint`` is the next command to try."""
