@@ -1,0 +1,265 @@
+"""Delta stages: a fine-tune's tensor stored against the same tensor of its base model.
+
+Two lossless, elementwise stages, each storing one part (``delta``) in the tensor's own dtype
+and shape, so the float split and the entropy coders code it like any tensor:
+
+* ``xor`` — the bit patterns XOR the base's (BitX / ZipNN's delta). Unchanged elements become
+  zero words; a small change flips only low mantissa bits.
+* ``sub`` — the integer difference of the bit patterns modulo 2^bits, zigzag-mapped so that
+  ``-1`` is 1 and ``+1`` is 2. For floats of one sign and exponent that is the distance in
+  units of the last place, so a value that crossed a power of two (where XOR flips the
+  exponent and the top mantissa bits) still differs by a small number; its high bytes stay
+  zero for a change of either sign.
+
+Both are bijections of the bit patterns (NaN payloads, -0.0, infinities and subnormals come
+back bit for bit), and any whole-element byte range of the part decodes on its own, so delta
+chunks decode independently like plain ones. A third stage, ``same``, stores a tensor equal
+to the base's as no parts at all (a frozen layer, or a tensor repeated across a folder).
+
+Whether a delta pays is measured, not guessed: :func:`choose_delta` codes the tensor (or a
+sample of its chunks) standalone, as ``xor`` and as ``sub`` with the chunk encoder the
+container uses, and keeps the smallest, so a base never makes a file larger. A heavily
+changed tensor (a re-initialised head) keeps coding standalone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..dtypes import get_dtype
+from ..readers.base import TENSOR, Segment
+from .tensor import Part, StageContext, Staged, TensorStage
+
+__all__ = [
+    "DELTA_STAGES",
+    "SAME",
+    "STAGES",
+    "DeltaChoice",
+    "SameAsBase",
+    "SubDelta",
+    "XorDelta",
+    "choose_delta",
+    "delta_itemsize",
+]
+
+_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def delta_itemsize(seg: Segment) -> int:
+    """The word size the delta works on: the dtype's element size, 1 for packed/unknown."""
+    dt = get_dtype(seg.dtype or "") if seg.kind == TENSOR else None
+    size = dt.itemsize if dt is not None else 1
+    return size if size in _UINT and seg.size % size == 0 else 1
+
+
+def _words(buf: np.ndarray, itemsize: int) -> np.ndarray:
+    return buf.view(_UINT[itemsize])
+
+
+def _base_of(seg: Segment, ctx: StageContext) -> np.ndarray | None:
+    """The base tensor's bytes when it fits ``seg`` (same byte size), else ``None``."""
+    if ctx.base is None:
+        return None
+    b = ctx.base(seg)
+    if b is None or b.dtype != np.uint8 or b.ndim != 1 or b.size != seg.size:
+        return None
+    return b
+
+
+class _Delta(TensorStage):
+    """Shared shape of the two delta stages: one part, the tensor's dtype and shape."""
+
+    lossy: ClassVar[bool] = False
+    elementwise: ClassVar[bool] = True
+
+    def forward(self, tensor: np.ndarray, base: np.ndarray, itemsize: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def inverse(self, delta: np.ndarray, base: np.ndarray, out: np.ndarray, itemsize: int) -> None:
+        raise NotImplementedError
+
+    def encode(self, tensor: np.ndarray, seg: Segment, ctx: StageContext) -> Staged | None:
+        base = _base_of(seg, ctx)
+        if base is None or seg.kind != TENSOR:
+            return None
+        part = self.forward(tensor, base, delta_itemsize(seg))
+        return Staged([Part("delta", seg.dtype or "U8", part, tuple(seg.shape or ()))])
+
+    def part_sizes(self, seg: Segment, params: dict[str, Any]) -> list[int]:
+        if params:
+            raise ValueError(f"{self.name} delta takes no parameters, got {sorted(params)}")
+        return [seg.size]
+
+    def decode(
+        self,
+        parts: Sequence[np.ndarray],
+        out: np.ndarray,
+        seg: Segment,
+        params: dict[str, Any],
+        ctx: StageContext,
+        offset: int = 0,
+    ) -> None:
+        base = _base_of(seg, ctx)
+        if base is None:
+            raise ValueError(f"the base has no tensor {seg.name!r} of {seg.size} bytes")
+        (delta,) = parts
+        n = int(out.size)
+        if delta.size != n or offset < 0 or offset + n > seg.size:
+            raise ValueError(f"{self.name} delta of {delta.size} bytes does not fit {n}")
+        itemsize = delta_itemsize(seg)
+        if offset % itemsize or n % itemsize:
+            itemsize = 1  # not whole words: only xor works bytewise; sub needs whole words
+            if self.name != "xor":
+                raise ValueError(f"{self.name} delta range is not whole elements")
+        self.inverse(delta, base[offset : offset + n], out, itemsize)
+
+
+class XorDelta(_Delta):
+    """``delta = tensor XOR base`` over whole words (the bytes' XOR, done word-wide)."""
+
+    name: ClassVar[str] = "xor"
+
+    def forward(self, tensor: np.ndarray, base: np.ndarray, itemsize: int) -> np.ndarray:
+        out = np.empty(tensor.size, np.uint8)
+        np.bitwise_xor(_words(tensor, itemsize), _words(base, itemsize), out=_words(out, itemsize))
+        return out
+
+    def inverse(self, delta: np.ndarray, base: np.ndarray, out: np.ndarray, itemsize: int) -> None:
+        np.bitwise_xor(_words(delta, itemsize), _words(base, itemsize), out=_words(out, itemsize))
+
+
+class SubDelta(_Delta):
+    """``delta = zigzag(tensor - base mod 2^bits)`` on the bit patterns as unsigned words."""
+
+    name: ClassVar[str] = "sub"
+
+    def forward(self, tensor: np.ndarray, base: np.ndarray, itemsize: int) -> np.ndarray:
+        u = _UINT[itemsize]
+        bits = 8 * itemsize
+        d = _words(tensor, itemsize) - _words(base, itemsize)  # wraps modulo 2^bits
+        # zigzag: 2d for d >= 0, -2d - 1 for d < 0 (d read as signed) -- a bijection
+        sign = (d >> u(bits - 1)) * u(np.iinfo(u).max)  # all ones where d < 0
+        z = (d << u(1)) ^ sign
+        return z.view(np.uint8)
+
+    def inverse(self, delta: np.ndarray, base: np.ndarray, out: np.ndarray, itemsize: int) -> None:
+        u = _UINT[itemsize]
+        z = _words(delta, itemsize)
+        d = (z >> u(1)) ^ ((z & u(1)) * u(np.iinfo(u).max))
+        np.add(_words(base, itemsize), d, out=_words(out, itemsize))
+
+
+class SameAsBase(TensorStage):
+    """The tensor equals the base's bit for bit: stored as nothing at all (zero parts).
+
+    What a frozen layer of a fine-tune, or a tensor repeated in another model of a folder,
+    costs: its index entry. Decoding copies the base tensor.
+    """
+
+    name: ClassVar[str] = "same"
+    lossy: ClassVar[bool] = False
+
+    def encode(self, tensor: np.ndarray, seg: Segment, ctx: StageContext) -> Staged | None:
+        base = _base_of(seg, ctx)
+        if base is None or seg.kind != TENSOR or not np.array_equal(tensor, base):
+            return None
+        return Staged([])
+
+    def part_sizes(self, seg: Segment, params: dict[str, Any]) -> list[int]:
+        if params:
+            raise ValueError(f"same-as-base takes no parameters, got {sorted(params)}")
+        return []
+
+    def decode(
+        self,
+        parts: Sequence[np.ndarray],
+        out: np.ndarray,
+        seg: Segment,
+        params: dict[str, Any],
+        ctx: StageContext,
+        offset: int = 0,
+    ) -> None:
+        base = _base_of(seg, ctx)
+        if base is None:
+            raise ValueError(f"the base has no tensor {seg.name!r} of {seg.size} bytes")
+        if parts or out.size + offset > seg.size:
+            raise ValueError("same-as-base takes no parts")
+        out[:] = base[offset : offset + out.size]
+
+
+DELTA_STAGES: dict[str, _Delta] = {s.name: s for s in (XorDelta(), SubDelta())}
+SAME = SameAsBase()
+# The registry's view (zipmodel.stages.get_stage): container name -> class.
+STAGES: dict[str, type[TensorStage]] = {"xor": XorDelta, "sub": SubDelta, "same": SameAsBase}
+
+
+@dataclass
+class DeltaChoice:
+    """What :func:`choose_delta` measured for one tensor (coded bytes of the sample)."""
+
+    stage: TensorStage | None  # None: standalone codes smallest
+    staged: Staged | None
+    sizes: dict[str, int]  # "standalone" / "xor" / "sub" -> coded bytes of the sample
+    sampled: int  # tensor bytes the sizes cover
+
+
+SAMPLE_CHUNKS = 4  # chunks coded per candidate for a tensor larger than this many chunks
+
+
+def choose_delta(
+    tensor: np.ndarray,
+    seg: Segment,
+    ctx: StageContext,
+    *,
+    level: str = "default",
+    chunk_size: int = 1 << 20,
+) -> DeltaChoice:
+    """Code ``tensor`` standalone and as each delta; keep whichever is smallest.
+
+    A tensor of up to :data:`SAMPLE_CHUNKS` chunks is coded whole, a larger one by that many
+    chunks spread evenly over it (the same chunks for every candidate). Ties go to standalone,
+    then ``xor``: the simplest that is as small. A tensor equal to the base's is ``same``
+    (no parts) without coding anything.
+    """
+    from ..codecs.select import policy_for_level
+    from ..pipeline import _row_len, encode_chunk
+    from . import transform_for
+
+    base = _base_of(seg, ctx)
+    if base is None or seg.kind != TENSOR or seg.size == 0:
+        return DeltaChoice(None, None, {}, 0)
+    if np.array_equal(tensor, base):  # unchanged: costs nothing but its index entry
+        return DeltaChoice(SAME, Staged([]), {"same": 0}, seg.size)
+    policy = policy_for_level(level)
+    t = transform_for(seg.dtype)
+    if seg.size % t.itemsize:
+        t = transform_for(None)
+    step = max(t.itemsize, chunk_size - chunk_size % t.itemsize)
+    starts = list(range(0, seg.size, step))
+    if len(starts) > SAMPLE_CHUNKS:
+        pick = np.linspace(0, len(starts) - 1, SAMPLE_CHUNKS).round().astype(int)
+        starts = [starts[i] for i in sorted(set(pick.tolist()))]
+    row_len = _row_len(seg)
+
+    def coded(candidate) -> int:
+        total = 0
+        for a in starts:
+            b = min(a + step, seg.size)
+            lay = (row_len, (a // t.itemsize) % row_len) if row_len > 1 else None
+            total += encode_chunk(candidate(a, b), a, t, policy, lay).frame_size
+        return total
+
+    itemsize = delta_itemsize(seg)
+    sizes = {"standalone": coded(lambda a, b: tensor[a:b])}
+    for name, stage in DELTA_STAGES.items():
+        sizes[name] = coded(lambda a, b, s=stage: s.forward(tensor[a:b], base[a:b], itemsize))
+    sampled = sum(min(step, seg.size - a) for a in starts)
+    best = min(sizes, key=lambda k: (sizes[k], k != "standalone", k != "xor"))
+    if best == "standalone":
+        return DeltaChoice(None, None, sizes, sampled)
+    stage = DELTA_STAGES[best]
+    return DeltaChoice(stage, stage.encode(tensor, seg, ctx), sizes, sampled)
