@@ -20,7 +20,11 @@ nf4        QLoRA's NormalFloat-4 levels, one code per byte, × an absmax scale p
 Choices (measured on all-MiniLM-L6-v2, see ``benches/lossy.py`` and docs/lossy.md):
 
 * 4-bit codes are stored one per byte: the entropy coders then see the 16-symbol
-  distribution and code it below 4 bits; two per byte cost more after coding.
+  distribution and code it below 4 bits (3.72 bits for int4, 3.91 for nf4); two codes per
+  byte came out within 0.5% of that either way (3.71 / 3.92), so the simpler layout stays.
+* Group scales are BF16 (F32 only where a scale falls outside BF16's normal range): they
+  code to ~0.04 bits per weight less than F16 with the same error. Per-channel scales
+  (int8, fp8) are F32: one per row of hundreds of elements costs ~0.06 bits per weight.
 * int4 and nf4 pick each group's scale from a small grid of clipping factors (1.0 down to
   0.75 of the group's largest magnitude) by the least squared error, computed with the
   scale as stored — so the stored error is what the search minimised.
@@ -40,6 +44,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import ml_dtypes
 import numpy as np
 
 from ..dtypes import get_dtype, numpy_dtype
@@ -92,7 +97,7 @@ INT4_LEVELS = np.arange(-8, 8, dtype=np.float32)
 # Clipping factors tried per group (fractions of the group's largest magnitude).
 CLIP_FACTORS = tuple(1.0 - 0.025 * i for i in range(11))
 _SEARCH_BLOCK = 1 << 18  # elements per search pass (bounds the temporaries)
-_SCALE_DTYPES = {"F32": np.float32, "F16": np.float16}
+_SCALE_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
 E4M3_MAX = 448.0
 
 
@@ -326,8 +331,6 @@ class Fp8Stage(_Quantizer):
         self.per_tensor = per_tensor
 
     def quantize(self, x, seg, tensor):
-        import ml_dtypes
-
         rows, cols = _rows(seg, self.per_tensor)
         scale = (_row_absmax(x, rows) / np.float32(E4M3_MAX)).astype(np.float32)
         safe = np.where(scale > 0, scale, np.float32(1))
@@ -349,8 +352,6 @@ class Fp8Stage(_Quantizer):
         return [_numel(seg.shape), 4 * rows]
 
     def dequantize(self, parts, seg, params):
-        import ml_dtypes
-
         rows, cols = _rows(seg, params["per_tensor"])
         codes = parts[0].view(ml_dtypes.float8_e4m3fn).astype(np.float32).reshape(rows, cols)
         return codes * parts[1].view(np.float32)[:, None]
@@ -394,13 +395,18 @@ def _groups(n: int, g: int) -> int:
 
 
 def _pick_scale_dtype(base: np.ndarray) -> str:
-    """F16 when every candidate scale is a normal F16 number (or zero), else F32."""
+    """BF16 when every candidate scale is a normal BF16 number (or zero), else F32.
+
+    Measured on all-MiniLM-L6-v2 (int4/nf4, group 64): BF16 scales code to 0.146/0.130
+    bits per weight against F16's 0.188/0.173, and the error is the same to 4 digits (the
+    clipping search sees the rounded scale).
+    """
     a = np.abs(base)
     nz = a[a > 0]
     if nz.size == 0:
-        return "F16"
+        return "BF16"
     lo = float(nz.min()) * CLIP_FACTORS[-1]
-    return "F16" if lo >= 2.0**-14 and float(nz.max()) <= 65504.0 else "F32"
+    return "BF16" if lo >= 2.0**-126 and float(nz.max()) < 3.3e38 else "F32"
 
 
 def _as_stored(s: np.ndarray, scale_dtype: str) -> np.ndarray:
@@ -408,11 +414,14 @@ def _as_stored(s: np.ndarray, scale_dtype: str) -> np.ndarray:
 
 
 def _level_codes(y: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """Index of the nearest level (uint8) for each element of ``y``."""
+    """Index of the nearest level (uint8) for each element of ``y`` (ties go down)."""
     if levels is INT4_LEVELS:
         return (np.clip(np.rint(y), -8, 7) + 8).astype(np.uint8)
-    mids = (levels[1:] + levels[:-1]) / np.float32(2)
-    return np.searchsorted(mids, y).astype(np.uint8)
+    # 15 vector compares beat np.searchsorted's per-element binary search ~10x here
+    q = np.zeros(y.shape, np.uint8)
+    for m in (levels[1:] + levels[:-1]) / np.float32(2):
+        q += y > m
+    return q
 
 
 def _search_sym(xg: np.ndarray, base: np.ndarray, levels: np.ndarray, scale_dtype: str):
