@@ -24,6 +24,7 @@ changed tensor (a re-initialised head) keeps coding standalone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -44,6 +45,7 @@ __all__ = [
     "XorDelta",
     "choose_delta",
     "delta_itemsize",
+    "plan_deltas",
 ]
 
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -54,6 +56,14 @@ def delta_itemsize(seg: Segment) -> int:
     dt = get_dtype(seg.dtype or "") if seg.kind == TENSOR else None
     size = dt.itemsize if dt is not None else 1
     return size if size in _UINT and seg.size % size == 0 else 1
+
+
+def _part_type(seg: Segment) -> tuple[str, tuple[int, ...]]:
+    """The delta part's dtype and shape: the tensor's, or bytes for packed/unknown types."""
+    dt = get_dtype(seg.dtype or "")
+    if dt is None or dt.itemsize == 0 or seg.size % dt.itemsize:
+        return "U8", ()
+    return dt.name, tuple(seg.shape or ())
 
 
 def _words(buf: np.ndarray, itemsize: int) -> np.ndarray:
@@ -87,7 +97,8 @@ class _Delta(TensorStage):
         if base is None or seg.kind != TENSOR:
             return None
         part = self.forward(tensor, base, delta_itemsize(seg))
-        return Staged([Part("delta", seg.dtype or "U8", part, tuple(seg.shape or ()))])
+        dtype, shape = _part_type(seg)
+        return Staged([Part("delta", dtype, part, shape)])
 
     def part_sizes(self, seg: Segment, params: dict[str, Any]) -> list[int]:
         if params:
@@ -235,26 +246,32 @@ def choose_delta(
     if np.array_equal(tensor, base):  # unchanged: costs nothing but its index entry
         return DeltaChoice(SAME, Staged([]), {"same": 0}, seg.size)
     policy = policy_for_level(level)
-    t = transform_for(seg.dtype)
+    dtype, shape = _part_type(seg)
+    t = transform_for(dtype)
     if seg.size % t.itemsize:
         t = transform_for(None)
-    step = max(t.itemsize, chunk_size - chunk_size % t.itemsize)
+    # the tensor alone is coded as the pipeline would (a GGUF block type by its own split)
+    t_alone = transform_for(seg.dtype)
+    if seg.size % t_alone.itemsize:
+        t_alone = transform_for(None)
+    itemsize = delta_itemsize(seg)
+    unit = math.lcm(t.itemsize, t_alone.itemsize, itemsize)  # every chunk whole elements
+    step = max(unit, chunk_size - chunk_size % unit)
     starts = list(range(0, seg.size, step))
     if len(starts) > SAMPLE_CHUNKS:
         pick = np.linspace(0, len(starts) - 1, SAMPLE_CHUNKS).round().astype(int)
         starts = [starts[i] for i in sorted(set(pick.tolist()))]
-    row_len = _row_len(seg)
+    row_len = _row_len(shape)
 
-    def coded(candidate) -> int:
+    def coded(candidate, tr=t) -> int:
         total = 0
         for a in starts:
             b = min(a + step, seg.size)
-            lay = (row_len, (a // t.itemsize) % row_len) if row_len > 1 else None
-            total += encode_chunk(candidate(a, b), a, t, policy, lay).frame_size
+            lay = (row_len, (a // tr.itemsize) % row_len) if row_len > 1 else None
+            total += encode_chunk(candidate(a, b), a, tr, policy, lay).frame_size
         return total
 
-    itemsize = delta_itemsize(seg)
-    sizes = {"standalone": coded(lambda a, b: tensor[a:b])}
+    sizes = {"standalone": coded(lambda a, b: tensor[a:b], t_alone)}
     for name, stage in DELTA_STAGES.items():
         sizes[name] = coded(lambda a, b, s=stage: s.forward(tensor[a:b], base[a:b], itemsize))
     sampled = sum(min(step, seg.size - a) for a in starts)
@@ -263,3 +280,33 @@ def choose_delta(
         return DeltaChoice(None, None, sizes, sampled)
     stage = DELTA_STAGES[best]
     return DeltaChoice(stage, stage.encode(tensor, seg, ctx), sizes, sampled)
+
+
+def plan_deltas(
+    data: np.ndarray,
+    segments: Sequence[Segment],
+    ctx: StageContext,
+    *,
+    level: str = "default",
+    chunk_size: int = 1 << 20,
+    threads: int = 0,
+) -> dict[int, TensorStage]:
+    """Measure every tensor of ``segments`` (bytes in ``data``) against the base in ``ctx``.
+
+    Returns ``{segment offset: stage}`` for the tensors a delta (or ``same``) stores smaller;
+    a tensor missing from the base, or of another dtype or shape, or one that codes smaller
+    alone, is not in it. The measurements run on ``threads`` threads (0: every core).
+    """
+    from ..pipeline import _windowed, resolve_threads
+
+    cands = [s for s in segments if s.kind == TENSOR and s.size and _base_of(s, ctx) is not None]
+
+    def one(seg: Segment) -> tuple[int, TensorStage | None]:
+        c = choose_delta(data[seg.offset : seg.end], seg, ctx, level=level, chunk_size=chunk_size)
+        return seg.offset, c.stage
+
+    chosen = {}
+    for off, stage in _windowed(cands, one, resolve_threads(threads)):
+        if stage is not None:
+            chosen[off] = stage
+    return chosen
