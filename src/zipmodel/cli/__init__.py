@@ -24,6 +24,8 @@ def cli() -> None:
       zipmodel decompress model.safetensors.zm   # -> model.safetensors
       zipmodel info model.safetensors.zm         # sizes per dtype and tensor
       zipmodel verify model.safetensors.zm       # decode everything, check SHA-256
+      zipmodel push me/model-zm my-model/        # compress and upload to the Hub
+      zipmodel pull me/model-zm                  # download and restore the folder
 
     Exit codes: 0 ok, 1 error, 2 usage error, 3 verification mismatch.
     """
@@ -34,10 +36,12 @@ def _register() -> None:
     from .decompress import decompress
     from .demo import demo
     from .info import info
+    from .pull import pull
+    from .push import push
     from .verify import verify
     from .warmup import warmup
 
-    for cmd in (compress, decompress, info, verify, demo, warmup):
+    for cmd in (compress, decompress, info, verify, demo, warmup, push, pull):
         cli.add_command(cmd)
 
 

@@ -1,0 +1,134 @@
+"""``zipmodel push``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ._errors import EXIT_OK, exit_code_for, message_for, report
+from ._options import ByteSize, output_options, threads_option
+from ._output import Output, human_bytes
+
+
+def hub_options(f):
+    """--revision and --token, shared by push and pull."""
+    f = click.option(
+        "--token",
+        envvar=None,
+        help="Hugging Face token. Default: HF_TOKEN, else the one saved by `hf auth login`.",
+    )(f)
+    f = click.option(
+        "--revision",
+        help="Branch (push: created from main when missing), tag or commit (pull). Default: main.",
+    )(f)
+    return f
+
+
+def quiet_hub(out: Output) -> None:
+    """huggingface_hub's own progress bars follow ours: only on a terminal, never under -q/--json/CI."""
+    if not out.show_progress:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+
+def emit_error(out: Output, schema: str, exc: Exception) -> int:
+    """Report a failed push/pull on stderr and, under --json, as a document on stdout."""
+    report(exc)
+    code = exit_code_for(exc)
+    if out.json_mode:
+        msg, hint = message_for(exc)
+        out.emit_json(
+            {"schema": schema, "ok": False, "error": msg, "hint": hint, "exit_code": code}
+        )
+    return code
+
+
+@click.command()
+@click.argument("repo_id")
+@click.argument("path", type=click.Path(exists=True))
+@hub_options
+@click.option("--private", is_flag=True, help="Create the repository private (when it is new).")
+@click.option(
+    "-m", "--commit-message", help="Commit message. Default: names the input and zipmodel."
+)
+@threads_option
+@click.option(
+    "-l",
+    "--level",
+    type=click.Choice(["fast", "default", "max"]),
+    default="default",
+    show_default=True,
+    help="Compression level, as for compress.",
+)
+@click.option(
+    "--min-size",
+    type=ByteSize(),
+    default="1M",
+    show_default=True,
+    help="Other files than weights are compressed from this size up; smaller ones go up as they are.",
+)
+@click.option(
+    "--follow-symlinks",
+    is_flag=True,
+    help="Store the targets of symlinks that point outside the folder (a Hugging Face cache snapshot).",
+)
+@output_options
+def push(
+    repo_id,
+    path,
+    revision,
+    token,
+    private,
+    commit_message,
+    threads,
+    level,
+    min_size,
+    follow_symlinks,
+    quiet,
+    json_mode,
+    no_progress,
+):
+    """Compress a model folder (or file) and upload it to the Hugging Face Hub repo REPO_ID.
+
+    Weight files go up as NAME.zm, small files (config, tokenizer) as they are, with
+    zipmodel.json (every original file's size and SHA-256) and a model card saying how to
+    restore: pip install zipmodel && zipmodel pull REPO_ID. The repository is created when
+    missing (private with --private); files already in it are kept. A folder that is already
+    compressed (PATH.zm/ from zipmodel compress) is uploaded as it is. Nothing is written next
+    to PATH: the compressed folder is staged in $TMPDIR.
+    """
+    from .. import hub
+
+    out = Output(quiet=quiet, json_mode=json_mode, progress=not no_progress)
+    try:
+        quiet_hub(out)
+        with out.progress(f"compress {path}") as advance:
+            res = hub.upload(
+                repo_id,
+                path,
+                revision=revision,
+                private=private or None,
+                token=token,
+                commit_message=commit_message,
+                level=level,
+                threads=threads,
+                min_size=min_size,
+                follow_symlinks=follow_symlinks,
+                progress=advance,
+            )
+    except Exception as exc:
+        sys.exit(emit_error(out, "zipmodel.push/1", exc))
+    f = res.folder
+    out.line(
+        f"{path} -> {res.repo_id}@{res.revision}  {len(f.files)} files ({f.compressed_files} "
+        f"compressed)  {human_bytes(f.original_bytes)} -> {human_bytes(res.uploaded_bytes)} "
+        f"uploaded  ({100 * res.uploaded_bytes / max(f.original_bytes, 1):.2f}%)"
+    )
+    out.line(f"  commit {res.commit_url}")
+    rev = f" --revision {res.revision}" if res.revision != "main" else ""
+    out.line(f"  restore with: zipmodel pull {res.repo_id}{rev}")
+    if json_mode:
+        out.emit_json({"schema": "zipmodel.push/1", "ok": True, **res.to_json()})
+    sys.exit(EXIT_OK)
