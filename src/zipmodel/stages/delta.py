@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -165,24 +165,35 @@ class SubDelta(_Delta):
 
 
 class SameAsBase(TensorStage):
-    """The tensor equals the base's bit for bit: stored as nothing at all (zero parts).
+    """The tensor equals a base tensor bit for bit: stored as nothing at all (zero parts).
 
     What a frozen layer of a fine-tune, or a tensor repeated in another model of a folder,
-    costs: its index entry. Decoding copies the base tensor.
+    costs: its index entry. Decoding copies the base tensor. By default the base tensor of
+    the same name; ``ref`` names another one of the same dtype and shape (found by content
+    hash across a folder), recorded as the param ``tensor``.
     """
 
     name: ClassVar[str] = "same"
     lossy: ClassVar[bool] = False
 
+    def __init__(self, ref: str | None = None):
+        self.ref = ref
+
+    @staticmethod
+    def _base(seg: Segment, params: dict[str, Any], ctx: StageContext) -> np.ndarray | None:
+        ref = params.get("tensor")
+        return _base_of(seg if ref is None else replace(seg, name=ref), ctx)
+
     def encode(self, tensor: np.ndarray, seg: Segment, ctx: StageContext) -> Staged | None:
-        base = _base_of(seg, ctx)
+        params = {} if self.ref is None else {"tensor": self.ref}
+        base = self._base(seg, params, ctx)
         if base is None or seg.kind != TENSOR or not np.array_equal(tensor, base):
             return None
-        return Staged([])
+        return Staged([], params)
 
     def part_sizes(self, seg: Segment, params: dict[str, Any]) -> list[int]:
-        if params:
-            raise ValueError(f"same-as-base takes no parameters, got {sorted(params)}")
+        if set(params) - {"tensor"} or not isinstance(params.get("tensor", ""), str):
+            raise ValueError(f"same-as-base takes only a tensor name, got {params!r}")
         return []
 
     def decode(
@@ -194,9 +205,10 @@ class SameAsBase(TensorStage):
         ctx: StageContext,
         offset: int = 0,
     ) -> None:
-        base = _base_of(seg, ctx)
+        base = self._base(seg, params, ctx)
         if base is None:
-            raise ValueError(f"the base has no tensor {seg.name!r} of {seg.size} bytes")
+            name = params.get("tensor", seg.name)
+            raise ValueError(f"the base has no tensor {name!r} of {seg.size} bytes")
         if parts or out.size + offset > seg.size:
             raise ValueError("same-as-base takes no parts")
         out[:] = base[offset : offset + out.size]
@@ -218,7 +230,8 @@ class DeltaChoice:
     sampled: int  # tensor bytes the sizes cover
 
 
-SAMPLE_CHUNKS = 4  # chunks coded per candidate for a tensor larger than this many chunks
+SAMPLE_PIECES = 4  # pieces coded per candidate for a tensor larger than SAMPLE_BYTES
+SAMPLE_BYTES = 512 << 10  # tensor bytes coded per candidate, at most
 
 
 def choose_delta(
@@ -231,8 +244,10 @@ def choose_delta(
 ) -> DeltaChoice:
     """Code ``tensor`` standalone and as each delta; keep whichever is smallest.
 
-    A tensor of up to :data:`SAMPLE_CHUNKS` chunks is coded whole, a larger one by that many
-    chunks spread evenly over it (the same chunks for every candidate). Ties go to standalone,
+    A tensor of up to :data:`SAMPLE_BYTES` is coded whole (in chunks of ``chunk_size``), a
+    larger one by :data:`SAMPLE_PIECES` pieces of ``SAMPLE_BYTES / SAMPLE_PIECES`` spread
+    evenly over it (the same pieces for every candidate): measuring costs at most about
+    three times that much coding per tensor, whatever its size. Ties go to standalone,
     then ``xor``: the simplest that is as small. A tensor equal to the base's is ``same``
     (no parts) without coding anything.
     """
@@ -256,11 +271,14 @@ def choose_delta(
         t_alone = transform_for(None)
     itemsize = delta_itemsize(seg)
     unit = math.lcm(t.itemsize, t_alone.itemsize, itemsize)  # every chunk whole elements
-    step = max(unit, chunk_size - chunk_size % unit)
-    starts = list(range(0, seg.size, step))
-    if len(starts) > SAMPLE_CHUNKS:
-        pick = np.linspace(0, len(starts) - 1, SAMPLE_CHUNKS).round().astype(int)
-        starts = [starts[i] for i in sorted(set(pick.tolist()))]
+    if seg.size <= SAMPLE_BYTES:
+        step = max(unit, chunk_size - chunk_size % unit)
+        starts = list(range(0, seg.size, step))
+    else:
+        piece = min(chunk_size, SAMPLE_BYTES // SAMPLE_PIECES)
+        step = max(unit, piece - piece % unit)
+        last = (seg.size - step) // unit
+        starts = sorted({int(x) * unit for x in np.linspace(0, last, SAMPLE_PIECES).round()})
     row_len = _row_len(shape)
 
     def coded(candidate, tr=t) -> int:
