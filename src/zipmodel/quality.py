@@ -71,7 +71,7 @@ class ErrorStats:
     def snr_db(self) -> float:
         if self.sq_err == 0.0:
             return math.inf
-        if self.sq_ref == 0.0:
+        if self.sq_ref == 0.0 or math.isinf(self.sq_err):
             return -math.inf
         return 10.0 * math.log10(self.sq_ref / self.sq_err)
 
@@ -125,16 +125,17 @@ def measure(
     if x.size != y.size:
         raise ValueError(f"cannot compare {x.size} elements with {y.size}")
     st = ErrorStats(stored_bits=float(stored_bits))
-    for a in range(0, x.size, _BLOCK):
-        xs = x[a : a + _BLOCK].astype(np.float64)
-        ys = y[a : a + _BLOCK].astype(np.float64)
-        ok = np.isfinite(xs)
-        if not ok.all():
-            st.nonfinite += int(xs.size - np.count_nonzero(ok))
-            xs, ys = xs[ok], ys[ok]
-        if xs.size == 0:
-            continue
-        with np.errstate(over="ignore", invalid="ignore"):
+    # signalling NaNs warn when cast; they are counted as non-finite like any NaN
+    with np.errstate(invalid="ignore", over="ignore"):
+        for a in range(0, x.size, _BLOCK):
+            xs = x[a : a + _BLOCK].astype(np.float64)
+            ys = y[a : a + _BLOCK].astype(np.float64)
+            ok = np.isfinite(xs)
+            if not ok.all():
+                st.nonfinite += int(xs.size - np.count_nonzero(ok))
+                xs, ys = xs[ok], ys[ok]
+            if xs.size == 0:
+                continue
             d = ys - xs
             if not np.isfinite(d).all():  # a finite value came back as NaN/inf
                 st.count += int(xs.size)

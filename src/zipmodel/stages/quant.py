@@ -204,7 +204,8 @@ class _Quantizer(TensorStage):
         dtype = seg.dtype or ""
         if not self.accepts(dtype) or _numel(seg.shape) == 0:
             return None
-        x = _values(tensor, dtype)
+        with np.errstate(invalid="ignore"):  # casting a signalling NaN warns
+            x = _values(tensor, dtype)
         if not self.takes_nonfinite and not _all_finite(x):
             return None
         got = self.quantize(x, seg, tensor)
@@ -237,7 +238,8 @@ class _Quantizer(TensorStage):
         _check(len(parts) == len(sizes), f"{self.name}: {len(parts)} parts, expected {len(sizes)}")
         for p, n in zip(parts, sizes):
             _check(p.size == n, f"{self.name}: part of {p.size} bytes, expected {n}")
-        _store(self.dequantize(parts, seg, params), _float_seg(seg), out)
+        with np.errstate(invalid="ignore", over="ignore"):
+            _store(self.dequantize(parts, seg, params), _float_seg(seg), out)
 
 
 # -- bf16 and mantissa rounding -----------------------------------------------------------
