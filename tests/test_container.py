@@ -70,7 +70,7 @@ def test_container_layout_bytes():
     assert tmagic == TRAILER_MAGIC == b"ZMTR"
     assert idx_off + idx_size + 16 == len(blob)
     assert blob[idx_off : idx_off + 4] == b"ZMIX"
-    assert (FORMAT_MAJOR, FORMAT_MINOR) == (1, 1)  # newest minor read; 1.0 written unless dups
+    assert (FORMAT_MAJOR, FORMAT_MINOR) == (1, 2)  # newest minor read; 1.0 written unless needed
     assert FILE_HEADER.size == 16 and FRAME_HEADER.size == 32 and TRAILER.size == 16
 
 

@@ -24,7 +24,7 @@ def test_public_surface():
 
 def test_format_constants_are_pinned():
     assert fmt.FILE_MAGIC == b"\x89ZMODEL\n"
-    assert (fmt.FORMAT_MAJOR, fmt.FORMAT_MINOR) == (1, 1)
+    assert (fmt.FORMAT_MAJOR, fmt.FORMAT_MINOR) == (1, 2)
     assert (fmt.CHUNK_MAGIC, fmt.INDEX_MAGIC, fmt.TRAILER_MAGIC) == (b"ZMCK", b"ZMIX", b"ZMTR")
     assert fmt.MAX_CHUNK_RAW == 64 << 20
 

@@ -10,7 +10,7 @@ import hashlib
 import io
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -24,12 +24,15 @@ from .errors import VerifyMismatchError, ZipmodelError
 from .pipeline import (
     DEFAULT_CHUNK_SIZE,
     CompressOptions,
+    StageChooser,
+    check_context,
     compress_layout,
-    iter_decoded,
+    decode_segment,
     iter_source,
 )
 from .readers import read_layout
 from .readers.base import TENSOR
+from .stages.tensor import StageContext
 from .summary import Summary, summarize
 
 __all__ = [
@@ -86,7 +89,8 @@ class CompressReport:
             "ratio": round(self.ratio, 6),
             "seconds": round(self.seconds, 4),
             "mb_per_s": round(self.mb_per_s, 2),
-            "summary": self.summary.to_json(tensors=tensors),
+            "lossy": self.summary.lossy,
+            "summary": self.summary.to_json(tensors=tensors or self.summary.lossy),
         }
         if self.note:
             d["note"] = self.note
@@ -101,6 +105,7 @@ class DecompressReport:
     output_bytes: int
     seconds: float
     sha256_checked: bool
+    lossy: bool = False  # dequantized tensors: the SHA-256 of the original cannot match
 
     @property
     def mb_per_s(self) -> float:
@@ -115,6 +120,7 @@ class DecompressReport:
             "seconds": round(self.seconds, 4),
             "mb_per_s": round(self.mb_per_s, 2),
             "sha256_checked": self.sha256_checked,
+            "lossy": self.lossy,
         }
 
 
@@ -125,11 +131,16 @@ class VerifyReport:
     sha256: str
     seconds: float
     against: str | None = None
+    # A lossy container: every chunk and every staged tensor's checksum held, but the
+    # restored file (dequantized tensors) cannot equal the original; ``sha256`` is then the
+    # restored file's, not the original's.
+    lossy: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
             "path": self.path,
             "ok": True,
+            "lossy": self.lossy,
             "source_bytes": self.source_bytes,
             "sha256": self.sha256,
             "against": self.against,
@@ -157,6 +168,37 @@ def default_output(path: str | os.PathLike, *, decompress: bool) -> Path:
     return p.with_name(p.name[: -len(SUFFIX)])
 
 
+def lossy_stages(
+    lossy: str | None = None,
+    *,
+    mantissa_bits: int | None = None,
+    group_size: int = 64,
+    per_tensor: bool = False,
+    asymmetric: bool = False,
+    keep: Sequence[str] = (),
+    only: Sequence[str] = (),
+) -> StageChooser | None:
+    """The stage chooser for a lossy preset (``bf16``, ``fp8``, ``int8``, ``int4``, ``nf4``)
+    and/or mantissa rounding to ``mantissa_bits`` bits, under the selection rules of
+    :mod:`zipmodel.stages.rules` (``keep``/``only`` globs); ``None`` when nothing lossy is
+    asked for."""
+    if lossy is None and mantissa_bits is None:
+        if keep or only:
+            raise ValueError("keep/only select tensors for a lossy stage: give lossy= too")
+        return None
+    from .stages.quant import make_stage
+    from .stages.rules import stage_chooser
+
+    stage = make_stage(
+        lossy,
+        mantissa_bits=mantissa_bits,
+        group_size=group_size,
+        per_tensor=per_tensor,
+        asymmetric=asymmetric,
+    )
+    return stage_chooser(stage, keep=keep, only=only)
+
+
 def compress_file(
     src: str | os.PathLike,
     dst: str | os.PathLike | BinaryIO | None = None,
@@ -169,6 +211,15 @@ def compress_file(
     force: bool = False,
     progress: Progress | None = None,
     name: str | None = None,
+    lossy: str | None = None,
+    mantissa_bits: int | None = None,
+    group_size: int = 64,
+    per_tensor: bool = False,
+    asymmetric: bool = False,
+    keep: Sequence[str] = (),
+    only: Sequence[str] = (),
+    stages: StageChooser | None = None,
+    context: StageContext | None = None,
 ) -> CompressReport:
     """Compress the file ``src`` into the container ``dst`` (default ``src + ".zm"``).
 
@@ -179,8 +230,28 @@ def compress_file(
     ``dst`` is an error. The output's bytes depend on the data and the options, not on
     ``threads``. ``dst`` may also be a writable binary file object (written front to back).
     ``name`` is the source name the index records (default: ``src``'s file name).
+
+    Lossy compression is opt-in: ``lossy`` names a preset (``bf16``, ``fp8``, ``int8``,
+    ``int4``, ``nf4``; ``group_size`` for int4/nf4, ``per_tensor`` scales for fp8,
+    ``asymmetric`` int4), ``mantissa_bits`` rounds float mantissas; ``keep``/``only`` are
+    name globs that exclude / restrict tensors (docs/lossy.md has the default rules). The
+    report's summary then holds every staged tensor's measured error. ``stages`` picks a
+    tensor stage per tensor directly (instead of ``lossy``), ``context`` is what stages get
+    besides the tensor (a base model).
     """
     options = _options(level, chunk_size)
+    chooser = lossy_stages(
+        lossy,
+        mantissa_bits=mantissa_bits,
+        group_size=group_size,
+        per_tensor=per_tensor,
+        asymmetric=asymmetric,
+        keep=keep,
+        only=only,
+    )
+    if chooser is not None and stages is not None:
+        raise ValueError("give lossy= or stages=, not both")
+    chooser = chooser or stages
     if not _is_fileobj(dst):
         dst = Path(dst) if dst is not None else default_output(src, decompress=False)
         if dst.exists() and Path(src).exists() and os.path.samefile(src, dst):
@@ -198,6 +269,8 @@ def compress_file(
                 threads=threads,
                 progress=progress,
                 release=source.release,
+                stages=chooser,
+                context=context,
             )
 
         if _is_fileobj(dst):
@@ -224,8 +297,19 @@ def compress_bytes(
     format: str = "auto",
     threads: int = 0,
     name: str = "",
+    lossy: str | None = None,
+    stages: StageChooser | None = None,
+    context: StageContext | None = None,
+    **lossy_options,
 ) -> bytes:
-    """Compress an in-memory file (bytes-like) to container bytes."""
+    """Compress an in-memory file (bytes-like) to container bytes.
+
+    ``lossy`` and ``lossy_options`` (``mantissa_bits``, ``group_size``, ``per_tensor``,
+    ``asymmetric``, ``keep``, ``only``), ``stages`` and ``context`` as in :func:`compress_file`.
+    """
+    chooser = lossy_stages(lossy, **lossy_options)
+    if chooser is not None and stages is not None:
+        raise ValueError("give lossy= or stages=, not both")
     source = Source.from_bytes(data, name or "<bytes>")
     layout = read_layout(source.data, format=format, dtype=_hint(dtype))
     out = io.BytesIO()
@@ -236,12 +320,18 @@ def compress_bytes(
         source_name=name,
         options=_options(level, chunk_size),
         threads=threads,
+        stages=chooser or stages,
+        context=context,
     )
     return out.getvalue()
 
 
 def decompress_bytes(
-    data, *, threads: int = 0, out: np.ndarray | None = None
+    data,
+    *,
+    threads: int = 0,
+    out: np.ndarray | None = None,
+    context: StageContext | None = None,
 ) -> bytes | np.ndarray:
     """Decompress container bytes; returns the original bytes.
 
@@ -256,7 +346,7 @@ def decompress_bytes(
             blob, result = None, out
             if result.size != size:
                 raise ValueError(f"out has {result.size} bytes, the source has {size}")
-        for _ in iter_source(reader, threads=threads, out=result):
+        for _ in iter_source(reader, threads=threads, out=result, context=context):
             pass
     return finish_bytes(blob, result) if out is None else result
 
@@ -269,6 +359,7 @@ def decompress_file(
     force: bool = False,
     check_sha256: bool = False,
     progress: Progress | None = None,
+    context: StageContext | None = None,
 ) -> DecompressReport:
     """Restore the original file from the container ``src`` (default output: ``src`` minus ``.zm``).
 
@@ -276,6 +367,10 @@ def decompress_file(
     ``check_sha256`` also recomputes the source's SHA-256 (about 1.5 GB/s on one core). The
     output is written atomically: an error leaves no partial file. ``src`` may be a seekable
     binary file object and ``dst`` a writable one (then written in order, not atomically).
+
+    A lossy container restores its staged tensors dequantized, in their original dtype and
+    shape; each is checked against the checksum recorded for it, and ``check_sha256`` is
+    ignored (the original's SHA-256 cannot match; ``sha256_checked`` is then False).
     """
     t0 = time.perf_counter()
     src_name = getattr(src, "name", "<stream>") if _is_readable(src) else src
@@ -283,10 +378,12 @@ def decompress_file(
         dst = Path(dst) if dst is not None else default_output(src_name, decompress=True)
     with ContainerReader(src) as reader:
         size = int(reader.index.source["size"])
-        sha = hashlib.sha256() if check_sha256 else None
+        lossy = reader.index.lossy
+        check_context(reader.index, context, path=src_name)
+        sha = hashlib.sha256() if check_sha256 and not lossy else None
         done = 0
         if _is_fileobj(dst):
-            for _off, buf in iter_source(reader, threads=threads):
+            for _off, buf in iter_source(reader, threads=threads, context=context):
                 dst.write(memoryview(buf))
                 if sha is not None:
                     sha.update(buf)
@@ -298,7 +395,7 @@ def decompress_file(
         else:
             with atomic_output(dst, force=force) as (fd, _tmp):
                 os.ftruncate(fd, size)
-                for off, buf in iter_source(reader, threads=threads):
+                for off, buf in iter_source(reader, threads=threads, context=context):
                     mv = memoryview(buf)
                     while mv.nbytes:
                         n = os.pwrite(fd, mv, off)
@@ -317,6 +414,7 @@ def decompress_file(
             size,
             time.perf_counter() - t0,
             sha is not None,
+            lossy,
         )
 
 
@@ -338,16 +436,28 @@ def verify_file(
     against: str | os.PathLike | None = None,
     threads: int = 0,
     progress: Progress | None = None,
+    context: StageContext | None = None,
 ) -> VerifyReport:
     """Decode the whole container, checking every checksum and the source's SHA-256.
 
     With ``against``, also compare the decoded bytes with that file. A mismatch raises
     :class:`VerifyMismatchError`; a damaged frame raises ``CorruptDataError``.
+
+    A lossy container cannot give the original bytes back: every chunk checksum and every
+    staged tensor's recorded checksum is checked, the SHA-256 is not (the report says
+    ``lossy``), and ``against`` is refused with :class:`VerifyMismatchError`.
     """
     t0 = time.perf_counter()
     with ContainerReader(path) as reader:
         idx = reader.index
         size = int(idx.source["size"])
+        check_context(idx, context, path=path)
+        if idx.lossy and against is not None:
+            raise VerifyMismatchError(
+                f"is lossy: its dequantized tensors cannot equal {against} byte for byte",
+                path=path,
+                hint=f"zipmodel verify {path} (without --against) checks its checksums",
+            )
         sha = hashlib.sha256()
         ref = Source.open(against) if against is not None else None
         done = 0
@@ -356,7 +466,7 @@ def verify_file(
                 raise VerifyMismatchError(
                     f"{against} has {ref.size} bytes, the container holds {size}", path=path
                 )
-            for off, buf in iter_source(reader, threads=threads):
+            for off, buf in iter_source(reader, threads=threads, context=context):
                 sha.update(buf)
                 want = ref.data[off : off + buf.size] if ref is not None else None
                 if want is not None and not np.array_equal(want, buf):
@@ -368,7 +478,7 @@ def verify_file(
         finally:
             if ref is not None:
                 ref.close()
-        if sha.hexdigest() != idx.source["sha256"]:
+        if not idx.lossy and sha.hexdigest() != idx.source["sha256"]:
             raise VerifyMismatchError(
                 f"decoded data has SHA-256 {sha.hexdigest()}, the index records {idx.source['sha256']}",
                 path=path,
@@ -379,6 +489,7 @@ def verify_file(
             sha.hexdigest(),
             time.perf_counter() - t0,
             str(against) if against else None,
+            idx.lossy,
         )
 
 
@@ -389,6 +500,8 @@ class TensorInfo:
     shape: tuple[int, ...]
     nbytes: int
     offset: int  # in the original file
+    stage: str | None = None  # the tensor stage it went through (e.g. "int8"), if any
+    quality: dict[str, Any] | None = None  # a lossy stage's measured error
 
 
 class ZmFile:
@@ -398,12 +511,26 @@ class ZmFile:
     frames. Thread-safe for concurrent ``get_tensor`` calls.
     """
 
-    def __init__(self, file: str | os.PathLike | BinaryIO, *, threads: int = 0):
+    def __init__(
+        self,
+        file: str | os.PathLike | BinaryIO,
+        *,
+        threads: int = 0,
+        context: StageContext | None = None,
+    ):
         self._reader = ContainerReader(file)
         self.name = self._reader.name
         self.threads = threads
+        self.context = context
+        try:
+            check_context(self._reader.index, context, path=self.name)
+        except BaseException:
+            self._reader.close()
+            raise
         self._entries = {
-            e.segment.name: e for e in self._reader.index.segments if e.segment.kind == TENSOR
+            e.segment.name: i
+            for i, e in enumerate(self._reader.index.segments)
+            if e.segment.kind == TENSOR
         }
 
     # -- metadata ------------------------------------------------------------------------
@@ -429,37 +556,47 @@ class ZmFile:
         """The source's own metadata (safetensors ``__metadata__``), if it had any."""
         return self._reader.index.metadata.get("__metadata__")
 
+    @property
+    def lossy(self) -> bool:
+        """Whether some tensors went through a lossy stage (they come back dequantized)."""
+        return self._reader.index.lossy
+
     def tensor_info(self, name: str) -> TensorInfo:
-        s = self._entry(name).segment
-        return TensorInfo(s.name or "", s.dtype or "", tuple(s.shape or ()), s.size, s.offset)
+        e = self._reader.index.segments[self._entry(name)]
+        s = e.segment
+        if e.dup_of is not None:
+            e = self._reader.index.segments[e.dup_of]
+        rec = e.stage
+        return TensorInfo(
+            s.name or "",
+            s.dtype or "",
+            tuple(s.shape or ()),
+            s.size,
+            s.offset,
+            rec.name if rec is not None else None,
+            dict(rec.quality) if rec is not None and rec.quality is not None else None,
+        )
 
     def summary(self) -> Summary:
         return summarize(self._reader.index, self._reader.file_size)
 
     # -- data ----------------------------------------------------------------------------
-    def _entry(self, name: str):
+    def _entry(self, name: str) -> int:
         try:
             return self._entries[name]
         except KeyError:
             raise KeyError(f"no tensor named {name!r} in {self.name}") from None
 
     def get_bytes(self, name: str) -> np.ndarray:
-        """The raw bytes of tensor ``name`` as a uint8 array (decoding only its frames)."""
-        e = self._entry(name)
-        out = np.empty(e.segment.size, np.uint8)
-        if e.dup_of is not None:  # stored once, under the segment it repeats
-            e = self._reader.index.segments[e.dup_of]
-        chunks = range(e.first_chunk, e.first_chunk + e.n_chunks)
-        for _ in iter_decoded(
-            self._reader, chunks, threads=self.threads, out=out, base=e.segment.offset
-        ):
-            pass
-        return out
+        """The raw bytes of tensor ``name`` as a uint8 array (decoding only its frames;
+        dequantized for a tensor a lossy stage stored)."""
+        return decode_segment(
+            self._reader, self._entry(name), threads=self.threads, context=self.context
+        )
 
     def get_tensor(self, name: str) -> np.ndarray:
         """Tensor ``name`` as a numpy array of its dtype and shape (bfloat16 via ml_dtypes)."""
-        e = self._entry(name)
-        s = e.segment
+        s = self._reader.index.segments[self._entry(name)].segment
         raw = self.get_bytes(name)
         dt = get_dtype(s.dtype or "")
         if dt is None or dt.itemsize == 0:
@@ -493,6 +630,14 @@ class ZmFile:
         return f"<ZmFile {self.name!r}: {len(self)} tensors>"
 
 
-def open(file: str | os.PathLike | BinaryIO, *, threads: int = 0) -> ZmFile:
-    """Open a container for lazy reading: ``keys()``, ``metadata()``, ``get_tensor(name)``."""
-    return ZmFile(file, threads=threads)
+def open(
+    file: str | os.PathLike | BinaryIO,
+    *,
+    threads: int = 0,
+    context: StageContext | None = None,
+) -> ZmFile:
+    """Open a container for lazy reading: ``keys()``, ``metadata()``, ``get_tensor(name)``.
+
+    ``context`` is what tensor stages need to decode (the base model of a delta file).
+    """
+    return ZmFile(file, threads=threads, context=context)

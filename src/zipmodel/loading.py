@@ -24,8 +24,9 @@ import numpy as np
 from .container.reader import ContainerReader
 from .dtypes import get_dtype, numpy_dtype
 from .errors import FormatError, MissingDependencyError, UnsupportedError
-from .pipeline import iter_decoded_into, resolve_threads
+from .pipeline import check_context, iter_segments, resolve_threads
 from .readers.base import TENSOR
+from .stages.tensor import StageContext
 
 __all__ = ["TORCH_DTYPES", "load"]
 
@@ -59,6 +60,7 @@ def load(
     framework: str | None = None,
     threads: int = 0,
     state_dict: bool = True,
+    context: StageContext | None = None,
 ) -> dict[str, Any]:
     """Load every tensor of the container ``file`` into a dict ``name -> tensor``.
 
@@ -75,11 +77,16 @@ def load(
 
     Chunks decode on ``threads`` threads (0 = all cores) directly into each tensor's memory.
     Every chunk's checksum is verified. Tensors stored once for several names share memory.
+
+    Tensors a lossy stage stored come back dequantized, in their original dtype and shape
+    (the same bytes ``decompress_file`` writes), each checked against its recorded checksum.
+    ``context`` is what tensor stages need to decode (the base model of a delta file).
     """
     framework = _framework(framework, device)
     threads = resolve_threads(threads)
     torch = _torch(device) if framework == "torch" else None
     with ContainerReader(file) as r:
+        check_context(r.index, context, path=r.name)
         segs = r.index.segments
         # segment index -> the segment whose chunks hold its bytes (itself unless a duplicate)
         wanted = {
@@ -90,10 +97,8 @@ def load(
         pinned = torch is not None and _is_cuda(torch, device)
         buffers: dict[int, Any] = {}  # owner segment -> its bytes (numpy uint8 or torch uint8)
         work: list[tuple[int, np.ndarray]] = []
-        last_chunk: dict[int, int] = {}  # chunk id -> the owner segment it completes
         for owner in sorted(set(wanted.values())):
-            e = segs[owner]
-            size = e.segment.size
+            size = segs[owner].segment.size
             if pinned:
                 buf = torch.empty(size, dtype=torch.uint8, pin_memory=True)
                 host = buf.numpy()
@@ -104,21 +109,10 @@ def load(
                 if torch is not None:  # (from_numpy gives an empty array stride 0: no view)
                     buf = torch.from_numpy(host) if size else torch.empty(0, dtype=torch.uint8)
             buffers[owner] = buf
-            base = e.segment.offset
-            rows = r.index.chunks
-            for c in range(e.first_chunk, e.first_chunk + e.n_chunks):
-                off, n = int(rows[c]["src_offset"]) - base, int(rows[c]["raw_size"])
-                work.append((c, host[off : off + n]))
-            if e.n_chunks:
-                last_chunk[e.first_chunk + e.n_chunks - 1] = owner
+            work.append((owner, host))
         on_device: dict[int, Any] = {}
-        if pinned:  # empty tensors have no chunks: move them now
-            for owner, buf in buffers.items():
-                if segs[owner].n_chunks == 0:
-                    on_device[owner] = buf.to(device)
-        for c in iter_decoded_into(r, work, threads=threads):
-            owner = last_chunk.get(c)
-            if pinned and owner is not None:  # copy while the next tensors decode
+        for owner in iter_segments(r, work, threads=threads, context=context):
+            if pinned:  # copy while the next tensors decode
                 on_device[owner] = buffers[owner].to(device, non_blocking=True)
         if pinned:
             torch.cuda.current_stream(device).synchronize()  # pinned buffers may go after this

@@ -13,7 +13,7 @@ from .codecs import codec_name
 from .container.format import FILE_HEADER, TRAILER
 from .container.index import Index
 from .readers.base import TENSOR
-from .stages import get_transform
+from .stages import get_stage, get_transform
 
 __all__ = ["DtypeSummary", "Summary", "TensorSummary", "summarize"]
 
@@ -26,11 +26,22 @@ class TensorSummary:
     original_bytes: int
     compressed_bytes: int
     codecs: dict[str, int]  # codec name -> stream bytes (decoded) it coded
-    transform: str
+    transform: str  # the tensor stage ("int8", ...) if it went through one, else the transform
+    stage: str | None = None  # the tensor stage, if any
+    lossy: bool = False  # the stage was lossy: the tensor comes back dequantized
+    quality: dict | None = None  # a lossy stage's measured error (zipmodel.quality sums)
 
     @property
     def ratio(self) -> float:
         return self.compressed_bytes / self.original_bytes if self.original_bytes else 1.0
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Stored bits per element, everything included (codes, scales, entropy coding)."""
+        n = 1
+        for d in self.shape:
+            n *= d
+        return 8 * self.compressed_bytes / n if n else 0.0
 
 
 @dataclass
@@ -57,10 +68,35 @@ class Summary:
     dtypes: list[DtypeSummary]
     tensors: list[TensorSummary]
     options: dict
+    lossy: bool = False  # some tensors went through a lossy stage
+    base: dict | None = None  # the base model tensor stages were given (name, sha256)
 
     @property
     def ratio(self) -> float:
         return self.container_bytes / self.original_bytes if self.original_bytes else 1.0
+
+    def staged(self) -> list[TensorSummary]:
+        return [t for t in self.tensors if t.stage is not None]
+
+    def quality_total(self) -> dict | None:
+        """Exact error totals over every lossy-staged tensor (``zipmodel.quality`` sums), plus
+        their element count, original and stored bytes and stored bits per weight."""
+        rows = [t for t in self.tensors if t.lossy and t.quality is not None]
+        if not rows:
+            return None
+        from .quality import total
+
+        d = total(t.quality for t in rows).to_json()
+        n = sum(int(np.prod(t.shape, dtype=np.int64)) for t in rows)
+        stored = sum(t.compressed_bytes for t in rows)
+        d.update(
+            tensors=len(rows),
+            elements=n,
+            original_bytes=sum(t.original_bytes for t in rows),
+            compressed_bytes=stored,
+            bits_per_weight=8 * stored / n if n else 0.0,
+        )
+        return d
 
     def to_json(self, *, tensors: bool = True) -> dict:
         d = {
@@ -76,9 +112,24 @@ class Summary:
             "options": self.options,
             "dtypes": [dict(asdict(r), ratio=round(r.ratio, 6)) for r in self.dtypes],
         }
+        d["lossy"] = self.lossy
+        if self.base is not None:
+            d["base"] = self.base
+        if self.lossy:
+            d["quality"] = self.quality_total()
         if tensors:
-            d["tensors"] = [dict(asdict(t), ratio=round(t.ratio, 6)) for t in self.tensors]
+            d["tensors"] = [_tensor_json(t) for t in self.tensors]
         return d
+
+
+def _tensor_json(t: TensorSummary) -> dict:
+    d = dict(asdict(t), ratio=round(t.ratio, 6))
+    if t.stage is None:
+        for k in ("stage", "lossy", "quality"):
+            d.pop(k)
+    else:
+        d["bits_per_weight"] = round(t.bits_per_weight, 4)
+    return d
 
 
 def summarize(index: Index, container_bytes: int) -> Summary:
@@ -114,6 +165,13 @@ def summarize(index: Index, container_bytes: int) -> Summary:
         if s.kind == TENSOR:
             row.tensors += 1
             t = get_transform(int(ch["transform"][e.first_chunk])) if e.n_chunks else None
+            rec = e.stage
+            name = t.name if t else "none"
+            if e.dup_of is not None:
+                name = "dup"
+            elif rec is not None:
+                name = rec.name
+            cls = get_stage(rec.name) if rec is not None else None
             tensors.append(
                 TensorSummary(
                     s.name or "",
@@ -122,7 +180,10 @@ def summarize(index: Index, container_bytes: int) -> Summary:
                     s.size,
                     int(seg_comp[i]),
                     mix.get(i, {}),
-                    "dup" if e.dup_of is not None else (t.name if t else "none"),
+                    name,
+                    rec.name if rec is not None else None,
+                    bool(cls is not None and cls.lossy),
+                    dict(rec.quality) if rec is not None and rec.quality is not None else None,
                 )
             )
     overhead = container_bytes - int(frame_bytes.sum())
@@ -137,6 +198,8 @@ def summarize(index: Index, container_bytes: int) -> Summary:
         dtypes=order,
         tensors=tensors,
         options=index.options,
+        lossy=index.lossy,
+        base=index.base,
     )
 
 

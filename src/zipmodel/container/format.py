@@ -28,6 +28,7 @@ __all__ = [
     "FILE_HEADER",
     "FILE_MAGIC",
     "FLAGS_REQUIRED_MASK",
+    "FLAG_LOSSY",
     "FORMAT_MAJOR",
     "FORMAT_MINOR",
     "FRAME_HEADER",
@@ -44,7 +45,7 @@ __all__ = [
 
 FILE_MAGIC = b"\x89ZMODEL\n"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 1  # newest minor this version reads; 1.1 adds duplicate segments (dup_of)
+FORMAT_MINOR = 2  # newest minor this version reads; 1.1: duplicate segments, 1.2: tensor stages
 FILE_HEADER = struct.Struct("<8sHHI")  # 16 bytes
 FLAGS_REQUIRED_MASK = 0x0000FFFF  # unknown bits here make a reader refuse the file
 FLAG_LOSSY = 1 << 0  # some tensors went through a lossy stage (issue: lossy stages)

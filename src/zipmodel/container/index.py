@@ -18,10 +18,11 @@ import numpy as np
 from ..dtypes import get_dtype
 from ..errors import FormatError, UnsupportedError
 from ..readers.base import TENSOR, VERBATIM, Segment
-from ..stages import get_transform
+from ..stages import get_stage, get_transform
 from .format import (
     CHUNK_DTYPE,
     FILE_HEADER,
+    FLAG_LOSSY,
     FORMAT_MAJOR,
     FRAME_HEADER,
     MAX_CHUNK_RAW,
@@ -33,9 +34,60 @@ from .format import (
     STREAM_ENTRY,
 )
 
-__all__ = ["Index", "SegmentEntry"]
+__all__ = ["Index", "PartRecord", "SegmentEntry", "StageRecord"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CHECK = re.compile(r"^[0-9a-f]{16}$")
+MAX_PARTS = 16  # parts one staged tensor may have
+STAGES_MINOR = 2  # tensor stages need format 1.2
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    """One part of a staged tensor (format 1.2): its element type, shape, size and chunks."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    size: int
+    first_chunk: int
+    n_chunks: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "size": self.size,
+            "chunks": [self.first_chunk, self.n_chunks],
+        }
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """How a tensor segment is stored when a tensor stage transformed it (format 1.2).
+
+    ``check`` is XXH3-64 (seed 0) of the tensor's bytes as decoding gives them back: the
+    dequantized values for a lossy stage (the source's SHA-256 cannot vouch for those), the
+    original bytes for a lossless one. ``quality`` is the stage's measured error, if lossy.
+    """
+
+    name: str
+    params: dict[str, Any]
+    parts: tuple[PartRecord, ...]
+    check: int
+    quality: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name,
+            "params": self.params,
+            "parts": [p.to_json() for p in self.parts],
+            "check": f"{self.check:016x}",
+        }
+        if self.quality is not None:
+            d["quality"] = self.quality
+        return d
 
 
 @dataclass(frozen=True)
@@ -48,13 +100,25 @@ class SegmentEntry:
     # Index of an earlier segment with the same bytes (format 1.1): this one has no chunks
     # and is restored by copying that one (tied embeddings, repeated tensors).
     dup_of: int | None = None
+    # The tensor stage this segment went through (format 1.2): its chunks then hold the
+    # stage's parts, one after the other, instead of the segment's bytes.
+    stage: StageRecord | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = self.segment.to_json()
         d["chunks"] = [self.first_chunk, self.n_chunks]
         if self.dup_of is not None:
             d["dup_of"] = self.dup_of
+        if self.stage is not None:
+            d["stage"] = self.stage.to_json()
         return d
+
+    def chunk_groups(self) -> list[tuple[int, int, int]]:
+        """``(first chunk, n_chunks, bytes)`` of each run of chunks that tiles one byte range
+        starting at the segment's offset: the segment itself, or each part of its stage."""
+        if self.stage is None:
+            return [(self.first_chunk, self.n_chunks, self.segment.size)]
+        return [(p.first_chunk, p.n_chunks, p.size) for p in self.stage.parts]
 
 
 @dataclass
@@ -68,6 +132,13 @@ class Index:
     flags: int = 0
     writer: str = ""
     format_version: tuple[int, int] = (FORMAT_MAJOR, 0)
+    # The base model the tensor stages were given (delta stages): {"name", "sha256"} (1.2).
+    base: dict[str, Any] | None = None
+
+    @property
+    def lossy(self) -> bool:
+        """Whether the file was made with lossy stages (its restored bytes are not the source)."""
+        return bool(self.flags & FLAG_LOSSY)
 
     # -- serialisation -------------------------------------------------------------------
     def to_streams(self) -> list[bytes]:
@@ -81,6 +152,8 @@ class Index:
             "metadata": self.metadata,
             "segments": [s.to_json() for s in self.segments],
         }
+        if self.base is not None:
+            doc["base"] = self.base
         js = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         return [js.encode("utf-8"), self.chunks.tobytes(), self.streams.tobytes()]
 
@@ -122,6 +195,13 @@ class Index:
         flags = doc.get("flags", 0)
         if not isinstance(meta, dict) or not isinstance(opts, dict) or type(flags) is not int:
             raise FormatError("index metadata, options or flags have the wrong type", path=path)
+        base = doc.get("base")
+        if base is not None and not (
+            isinstance(base, dict)
+            and isinstance(base.get("sha256"), str)
+            and _SHA256.match(base["sha256"])
+        ):
+            raise FormatError("index base record is malformed", path=path)
         return cls(
             source=source,
             segments=segments,
@@ -132,6 +212,7 @@ class Index:
             flags=flags,
             writer=str(doc.get("writer", "")),
             format_version=(fmt[0], fmt[1]),
+            base=base,
         )
 
     # -- validation ----------------------------------------------------------------------
@@ -154,17 +235,20 @@ class Index:
             raise bad("source sha256 missing or malformed")
         ch, st = self.chunks, self.streams
         nch = len(ch)
-        # segments tile the source, and their chunk ranges tile the chunk table in order
+        # Segments tile the source. Each non-duplicate segment's chunks are consecutive and
+        # follow the previous segment's; they form *groups*, each tiling one byte range that
+        # starts at the segment's offset: the segment's bytes, or each part of its stage.
         pos = 0
         next_chunk = 0
-        dup_bytes = 0  # bytes restored by copying, before the current segment
-        shift = np.zeros(len(self.segments), np.int64)  # dup bytes before each segment
+        starts: list[int] = []  # per group: source offset its chunks start at
+        counts: list[int] = []  # per group: chunks
+        nbytes: list[int] = []  # per group: bytes its chunks hold
+        lossy = False
         for i, e in enumerate(self.segments):
             s = e.segment
             if s.offset != pos:
                 raise bad(f"segment {i} starts at {s.offset}, expected {pos}")
             pos += s.size
-            shift[i] = dup_bytes
             if e.first_chunk != next_chunk:
                 raise bad(f"segment {i} starts at chunk {e.first_chunk}, expected {next_chunk}")
             if e.dup_of is not None:
@@ -173,19 +257,33 @@ class Index:
                 ref = self.segments[e.dup_of]
                 if ref.dup_of is not None or ref.segment.size != s.size or s.size == 0:
                     raise bad(f"segment {i} duplicates segment {e.dup_of}, which does not fit")
-                if e.n_chunks:
-                    raise bad(f"duplicate segment {i} has chunks")
-                dup_bytes += s.size
+                if e.n_chunks or e.stage is not None:
+                    raise bad(f"duplicate segment {i} has chunks or a stage")
                 continue
-            next_chunk += e.n_chunks
-            if next_chunk > nch:
-                raise bad(f"segment {i} needs chunks up to {next_chunk}, the table has {nch}")
-            if (s.size == 0) != (e.n_chunks == 0):
-                raise bad(f"segment {i} of {s.size} bytes has {e.n_chunks} chunks")
+            if e.stage is not None:
+                lossy |= self._check_stage(i, e, bad, path)
+            for first, n, size_ in e.chunk_groups():
+                if first != next_chunk:
+                    raise bad(f"segment {i}: a part starts at chunk {first}, expected {next_chunk}")
+                next_chunk += n
+                if next_chunk > nch:
+                    raise bad(f"segment {i} needs chunks up to {next_chunk}, the table has {nch}")
+                if (size_ == 0) != (n == 0):
+                    raise bad(f"segment {i}: {size_} bytes in {n} chunks")
+                if n:
+                    starts.append(s.offset)
+                    counts.append(n)
+                    nbytes.append(size_)
+            if next_chunk != e.first_chunk + e.n_chunks:
+                raise bad(
+                    f"segment {i} has {e.n_chunks} chunks, its parts {next_chunk - e.first_chunk}"
+                )
         if pos != size:
             raise bad(f"segments cover {pos} bytes, the source has {size}")
         if next_chunk != nch:
             raise bad(f"segments use {next_chunk} chunks, the table has {nch}")
+        if lossy and not self.flags & FLAG_LOSSY:
+            raise bad("a tensor went through a lossy stage but the lossy flag is not set")
         if nch == 0:
             if len(st):
                 raise bad("stream table without chunks")
@@ -193,19 +291,22 @@ class Index:
         raw = ch["raw_size"].astype(np.int64)
         if raw.min() <= 0 or raw.max() > MAX_CHUNK_RAW:
             raise bad(f"a chunk size is outside 1..{MAX_CHUNK_RAW}")
-        if int(raw.sum()) != size - dup_bytes:
-            raise bad(f"chunks hold {int(raw.sum())} bytes, the source has {size - dup_bytes}")
         src = ch["src_offset"].astype(np.uint64)
-        # chunks tile the source in order, skipping duplicate segments (segments tile it too,
-        # and chunk ranges follow them)
-        per_chunk_shift = np.repeat(shift, [e.n_chunks for e in self.segments])
-        expect = (np.concatenate(([0], np.cumsum(raw)[:-1])) + per_chunk_shift).astype(np.uint64)
+        # within each group, chunks tile [start, start + bytes) in order
+        cnt = np.array(counts, np.int64)
+        first_of = np.concatenate(([0], np.cumsum(cnt)[:-1]))
+        before = np.concatenate(([0], np.cumsum(raw)[:-1]))  # bytes of all earlier chunks
+        within = before - np.repeat(before[first_of], cnt)
+        expect = (np.repeat(np.array(starts, np.int64), cnt) + within).astype(np.uint64)
         if not np.array_equal(src, expect):
             k = int(np.flatnonzero(src != expect)[0])
             raise bad(f"chunk {k} starts at source byte {int(src[k])}, expected {int(expect[k])}")
-        for i, e in enumerate(self.segments):
-            if e.n_chunks and int(src[e.first_chunk]) != e.segment.offset:
-                raise bad(f"segment {i} does not start at its first chunk")
+        held = np.add.reduceat(raw, first_of)
+        if not np.array_equal(held, np.array(nbytes, np.int64)):
+            k = int(np.flatnonzero(held != np.array(nbytes, np.int64))[0])
+            raise bad(
+                f"chunks {int(first_of[k])}.. hold {int(held[k])} bytes, expected {nbytes[k]}"
+            )
         ns = ch["n_streams"].astype(np.int64)
         if ns.min() < 1 or ns.max() > MAX_STREAMS:
             raise bad(f"a chunk has a stream count outside 1..{MAX_STREAMS}")
@@ -249,6 +350,42 @@ class Index:
                 if not np.array_equal(dec[first[rows] + j], sizes[:, j]):
                     raise bad(f"a {t.name} chunk has stream {j} of the wrong size")
 
+    def _check_stage(self, i: int, e: SegmentEntry, bad, path) -> bool:
+        """Check segment ``i``'s stage record against its stage; returns whether it is lossy."""
+        s, rec = e.segment, e.stage
+        assert rec is not None
+        if self.format_version[1] < STAGES_MINOR:
+            raise bad(
+                f"segment {i} has a tensor stage, which format 1.{self.format_version[1]} does not have"
+            )
+        if s.kind != TENSOR or s.size == 0:
+            raise bad(f"segment {i} has a stage but is not a non-empty tensor")
+        cls = get_stage(rec.name)
+        if cls is None:
+            raise FormatError(
+                f"invalid index: segment {i} uses the unknown tensor stage {rec.name!r}",
+                path=path,
+                hint="the file may come from a newer zipmodel: pip install -U zipmodel",
+            )
+        try:
+            want = [int(n) for n in cls().part_sizes(s, rec.params)]
+        except Exception as exc:  # hostile params may break a stage's arithmetic anywhere
+            raise bad(f"segment {i}: {rec.name} params do not fit the tensor ({exc})") from None
+        got = [p.size for p in rec.parts]
+        if want != got:
+            raise bad(f"segment {i}: {rec.name} parts have {got} bytes, its params imply {want}")
+        if cls.elementwise and (len(rec.parts) != 1 or rec.parts[0].size != s.size):
+            raise bad(f"segment {i}: elementwise stage {rec.name} needs one part of {s.size} bytes")
+        for p in rec.parts:
+            dt = get_dtype(p.dtype)
+            if dt is None or dt.itemsize == 0 or p.size % dt.itemsize:
+                raise bad(f"segment {i}: part {p.name!r} of {p.size} bytes has dtype {p.dtype!r}")
+            if p.shape and dt.nbytes(p.shape) != p.size:
+                raise bad(
+                    f"segment {i}: part {p.name!r} ({p.dtype} {list(p.shape)}) is not {p.size} bytes"
+                )
+        return bool(cls.lossy)
+
 
 def _parse_segment(i: int, s: Any, path) -> SegmentEntry:
     def bad(msg: str) -> FormatError:
@@ -270,7 +407,10 @@ def _parse_segment(i: int, s: Any, path) -> SegmentEntry:
     dup = s.get("dup_of")
     if dup is not None and (type(dup) is not int or not 0 <= dup < i):
         raise bad(f"has an invalid dup_of {dup!r} (must name an earlier segment)")
+    stage = _parse_stage(s["stage"], bad) if "stage" in s else None
     if kind == VERBATIM:
+        if stage is not None:
+            raise bad("is verbatim but has a tensor stage")
         return SegmentEntry(Segment(VERBATIM, off, size), chunks[0], chunks[1], dup)
     name, dtype, shape = s.get("name"), s.get("dtype"), s.get("shape")
     if not isinstance(name, str) or not isinstance(dtype, str):
@@ -285,5 +425,43 @@ def _parse_segment(i: int, s: Any, path) -> SegmentEntry:
     if dt is not None and dt.nbytes(tuple(shape)) != size:
         raise bad(f"({dtype} {shape}) needs {dt.nbytes(tuple(shape))} bytes, not {size}")
     return SegmentEntry(
-        Segment(TENSOR, off, size, name, dtype, tuple(shape)), chunks[0], chunks[1], dup
+        Segment(TENSOR, off, size, name, dtype, tuple(shape)), chunks[0], chunks[1], dup, stage
     )
+
+
+def _chunk_range(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(type(c) is int and c >= 0 for c in v)
+
+
+def _shape(v: Any) -> bool:
+    return isinstance(v, list) and len(v) <= MAX_RANK and all(type(d) is int and d >= 0 for d in v)
+
+
+def _parse_stage(st: Any, bad) -> StageRecord:
+    """Types of a stage record; :meth:`Index.validate` checks it against its stage."""
+    if not isinstance(st, dict):
+        raise bad("has a stage record that is not an object")
+    name, params, parts, check = st.get("name"), st.get("params"), st.get("parts"), st.get("check")
+    quality = st.get("quality")
+    if not isinstance(name, str) or not isinstance(params, dict):
+        raise bad("has a stage without a name or params")
+    if not isinstance(check, str) or not _CHECK.match(check):
+        raise bad("has a stage without a valid check")
+    if quality is not None and not isinstance(quality, dict):
+        raise bad("has a stage quality that is not an object")
+    if not isinstance(parts, list) or len(parts) > MAX_PARTS:
+        raise bad(f"has a stage whose parts are missing or more than {MAX_PARTS}")
+    out = []
+    for p in parts:
+        if not (
+            isinstance(p, dict)
+            and isinstance(p.get("name"), str)
+            and isinstance(p.get("dtype"), str)
+            and _shape(p.get("shape"))
+            and type(p.get("size")) is int
+            and p["size"] >= 0
+            and _chunk_range(p.get("chunks"))
+        ):
+            raise bad(f"has a malformed stage part {p!r:.200}")
+        out.append(PartRecord(p["name"], p["dtype"], tuple(p["shape"]), p["size"], *p["chunks"]))
+    return StageRecord(name, params, tuple(out), int(check, 16), quality)

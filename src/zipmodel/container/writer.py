@@ -29,13 +29,27 @@ class ContainerWriter:
     """Append-only writer: file header, chunk frames in source order, index, trailer."""
 
     def __init__(self, out: BinaryIO, *, flags: int = 0, minor: int = 0):
-        """``minor``: the format minor version the file needs (the oldest that can read it)."""
+        """``minor``: the format minor version the file needs (the oldest that can read it).
+
+        ``minor`` and ``flags`` may still change before :meth:`finish` when the output can
+        seek back (``patchable``): a writer learns what the file needs only as it codes it.
+        """
         if not 0 <= minor <= FORMAT_MINOR:
             raise ValueError(f"format minor version {minor} is outside 0..{FORMAT_MINOR}")
         self._out = out
         self.pos = 0
         self.minor = minor
+        self.flags = flags
+        try:
+            self._start: int | None = out.tell() if out.seekable() else None
+        except (AttributeError, OSError, ValueError):
+            self._start = None
         self._write([FILE_HEADER.pack(FILE_MAGIC, FORMAT_MAJOR, minor, flags)])
+
+    @property
+    def patchable(self) -> bool:
+        """Whether the file header can be rewritten at :meth:`finish` (a seekable output)."""
+        return self._start is not None
 
     def _write(self, parts: Sequence) -> int:
         n = 0
@@ -52,8 +66,21 @@ class ContainerWriter:
         return offset, self._write(parts)
 
     def finish(self, index: Index) -> int:
-        """Write the index frame and the trailer; returns the container's total size."""
+        """Write the index frame and the trailer; returns the container's total size.
+
+        The file header gets the index's version and flags (rewritten if they changed).
+        """
         import zstandard
+
+        minor, flags = index.format_version[1], index.flags
+        if (minor, flags) != (self.minor, self.flags):
+            if self._start is None:
+                raise ValueError("the file header was written with another version or flags")
+            end = self._out.tell()
+            self._out.seek(self._start)
+            self._out.write(FILE_HEADER.pack(FILE_MAGIC, FORMAT_MAJOR, minor, flags))
+            self._out.seek(end)
+            self.minor, self.flags = minor, flags
 
         cctx = zstandard.ZstdCompressor(level=_INDEX_ZSTD_LEVEL, write_content_size=True)
         raw_streams = index.to_streams()

@@ -18,9 +18,19 @@ Contract:
   so a reader validates a hostile index before it allocates anything;
 * ``elementwise`` stages have exactly one part of the tensor's size, and any byte range
   ``[a, b)`` of that part (whole elements) decodes to the same range of the tensor on its own:
-  their chunks decode independently, like plain chunks (delta stages). Other stages decode the
-  whole tensor at once, from all of its parts;
-* ``params`` are JSON values (numbers, strings, lists, dicts): they go into the index.
+  their chunks decode independently, like plain chunks (delta stages), and in place (``out``
+  may be the very array ``parts[0]``). Other stages decode the whole tensor at once, from all
+  of its parts;
+* ``params`` are JSON values (numbers, strings, lists, dicts): they go into the index;
+* the container records XXH3-64 of the bytes ``decode`` gives (the pipeline decodes the
+  parts once at compression), and checks it whenever a whole tensor is decoded; a lossless
+  stage whose decode does not give the tensor back fails the compression.
+
+The pipeline (``zipmodel.pipeline``) calls ``encode`` once per tensor, a few tensors ahead of
+the chunks being coded, and codes each part like a tensor of ``Part.dtype`` and
+``Part.shape`` (float split, entropy coders); the parts are dropped once their last chunk is
+written. A :class:`StageContext` travels from the API (``compress_file(..., context=)``,
+``open``, ``load``, ``decompress_file``) to every ``encode`` and ``decode``.
 
 Stages are named in the container by ``name``; a name is never reused with another meaning.
 """
@@ -44,9 +54,13 @@ class Part:
     """One array a staged tensor is stored as."""
 
     name: str  # "codes", "scales", "delta", ...
-    dtype: str  # safetensors dtype name ("I8", "U8", "F16", "BF16", "F32", ...): picks the transform
+    dtype: (
+        str  # safetensors dtype name ("I8", "U8", "F16", "BF16", "F32", ...): picks the transform
+    )
     data: np.ndarray  # uint8, C-contiguous, a whole number of ``dtype`` elements
-    shape: tuple[int, ...] = ()  # element shape when it has rows (the 2-D codecs use it); () if none
+    shape: tuple[
+        int, ...
+    ] = ()  # element shape when it has rows (the 2-D codecs use it); () if none
 
 
 @dataclass
@@ -67,6 +81,10 @@ class StageContext:
     # Bytes (uint8) of the base model's tensor with this segment's name, or None when the base
     # has no such tensor (or no base was given).
     base: Callable[[Segment], np.ndarray | None] | None = None
+    # The base's identity, recorded in the index of a file whose tensors were staged with
+    # this context: {"name": ..., "sha256": ...}. Decoding with a context whose base_info
+    # has another sha256 fails (naming the expected one) before anything is decoded.
+    base_info: dict[str, Any] | None = None
 
 
 class TensorStage(ABC):
