@@ -35,13 +35,14 @@ def _register() -> None:
     from .compress import compress
     from .decompress import decompress
     from .demo import demo
+    from .eval import eval_cmd
     from .info import info
     from .pull import pull
     from .push import push
     from .verify import verify
     from .warmup import warmup
 
-    for cmd in (compress, decompress, info, verify, demo, warmup, push, pull):
+    for cmd in (compress, decompress, info, verify, eval_cmd, demo, warmup, push, pull):
         cli.add_command(cmd)
 
 
