@@ -132,12 +132,13 @@ class VerifyReport:
     seconds: float
     against: str | None = None
     # A lossy container: every chunk and every staged tensor's checksum held, but the
-    # restored file (dequantized tensors) cannot equal the original; ``sha256`` is then the
-    # restored file's, not the original's.
+    # restored file (dequantized tensors) cannot equal the original. ``sha256`` is then the
+    # original's as recorded, and ``restored_sha256`` that of the bytes decompress writes.
     lossy: bool = False
+    restored_sha256: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        d = {
             "path": self.path,
             "ok": True,
             "lossy": self.lossy,
@@ -146,6 +147,9 @@ class VerifyReport:
             "against": self.against,
             "seconds": round(self.seconds, 4),
         }
+        if self.lossy:
+            d["restored_sha256"] = self.restored_sha256
+        return d
 
 
 def _options(level: str, chunk_size: int) -> CompressOptions:
@@ -486,10 +490,11 @@ def verify_file(
         return VerifyReport(
             str(path),
             size,
-            sha.hexdigest(),
+            idx.source["sha256"] if idx.lossy else sha.hexdigest(),
             time.perf_counter() - t0,
             str(against) if against else None,
             idx.lossy,
+            sha.hexdigest() if idx.lossy else None,
         )
 
 

@@ -375,8 +375,13 @@ def compress_dir(
     force: bool = False,
     follow_symlinks: bool = False,
     progress: Progress | None = None,
+    **lossy: Any,
 ) -> FolderResult:
     """Compress the folder ``src_dir`` into the folder ``out_dir`` (default ``src_dir + ".zm"``).
+
+    ``lossy`` holds :func:`zipmodel.api.compress_file`'s lossy keywords (``lossy``,
+    ``mantissa_bits``, ``group_size``, ``per_tensor``, ``asymmetric``, ``keep``, ``only``),
+    applied to every weight file; the manifest keeps the originals' SHA-256.
 
     Weight files (by suffix: safetensors, ``.bin``, ``.pt``, ``.pth``, ``.gguf``, ...) and any
     other file of at least ``min_size`` bytes become ``<path>.zm``, unless the container would
@@ -425,6 +430,7 @@ def compress_dir(
                     chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
                     threads=threads,
                     progress=cb,
+                    **lossy,
                 )
                 if rep.output_bytes < rep.input_bytes:
                     s = rep.summary

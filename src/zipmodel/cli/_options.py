@@ -76,3 +76,78 @@ def write_options(f):
         help="Output file, or folder for a folder input (one input only). Default: next to the input.",
     )(f)
     return f
+
+
+# The --lossy presets (zipmodel.stages.quant.PRESETS; a test keeps the two equal). Spelled out
+# here so that building the CLI does not import the quantizers.
+LOSSY_PRESETS = ("bf16", "fp8", "int8", "int4", "nf4")
+
+
+def lossy_options(f):
+    """--lossy, --mantissa-bits, --group-size, --per-tensor, --asymmetric, --keep, --only."""
+    f = click.option(
+        "--only",
+        multiple=True,
+        metavar="GLOB",
+        help="With a lossy stage: only tensors whose name matches (repeatable); the default "
+        "exclusions still apply.",
+    )(f)
+    f = click.option(
+        "--keep",
+        multiple=True,
+        metavar="GLOB",
+        help="With a lossy stage: keep tensors whose name matches exact (repeatable).",
+    )(f)
+    f = click.option(
+        "--asymmetric", is_flag=True, help="int4: asymmetric groups (a zero point per group)."
+    )(f)
+    f = click.option(
+        "--per-tensor", is_flag=True, help="fp8: one scale per tensor instead of per row."
+    )(f)
+    f = click.option(
+        "--group-size",
+        type=click.IntRange(32, 128),
+        default=64,
+        show_default=True,
+        help="int4/nf4: elements per group sharing one scale.",
+    )(f)
+    f = click.option(
+        "--mantissa-bits",
+        type=click.IntRange(0, 22),
+        help="Round float mantissas to N bits (alone, or with --lossy bf16).",
+    )(f)
+    f = click.option(
+        "--lossy",
+        type=click.Choice(LOSSY_PRESETS),
+        help="Quantize float weights (lossy, opt-in): bf16 (from FP32), fp8 (E4M3), int8 "
+        "(per row), int4/nf4 (per group). Norms, biases, 1-D and small tensors stay exact; "
+        "the error is measured and reported (docs/lossy.md).",
+    )(f)
+    return f
+
+
+def lossy_kwargs(lossy, mantissa_bits, group_size, per_tensor, asymmetric, keep, only) -> dict:
+    """The API keywords for the lossy options, checked (a bad combination is a usage error)."""
+    from ..api import lossy_stages
+
+    kw = dict(
+        lossy=lossy,
+        mantissa_bits=mantissa_bits,
+        group_size=group_size,
+        per_tensor=per_tensor,
+        asymmetric=asymmetric,
+        keep=tuple(keep),
+        only=tuple(only),
+    )
+    if lossy is None and mantissa_bits is None:
+        if per_tensor or asymmetric or group_size != 64 or keep or only:
+            raise click.UsageError(
+                "--group-size, --per-tensor, --asymmetric, --keep and --only apply to a lossy "
+                "stage: add --lossy PRESET (or --mantissa-bits N)"
+            )
+        return {}
+    try:
+        lossy_stages(**kw)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    return kw

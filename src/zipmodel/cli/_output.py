@@ -141,3 +141,52 @@ def dtype_table(summary, *, title: str | None = None, seconds: dict[str, float] 
     total.append(f"index+headers {human_bytes(summary.overhead_bytes)}")
     t.add_row(*total, style="bold")
     return t
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def quality_table(summary, *, title: str | None = "lossy tensors: measured error"):
+    """Per staged tensor: stage, stored bits per weight, relative RMS / max abs error, SNR;
+    and the exact total over them (shared by compress and info)."""
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for col, just in [
+        ("tensor", "left"),
+        ("stage", "left"),
+        ("shape", "left"),
+        ("bits/weight", "right"),
+        ("rel RMS", "right"),
+        ("max abs", "right"),
+        ("SNR dB", "right"),
+    ]:
+        t.add_column(col, justify=just)
+    for r in summary.tensors:
+        if not r.lossy:
+            continue
+        q = r.quality or {}
+        t.add_row(
+            r.name,
+            r.stage,
+            "×".join(map(str, r.shape)) or "scalar",
+            f"{r.bits_per_weight:.2f}",
+            _fmt(q.get("rel_rms"), ".2e"),
+            _fmt(q.get("max_abs"), ".2e"),
+            _fmt(q.get("snr_db"), ".1f"),
+        )
+    tot = summary.quality_total()
+    if tot is not None:
+        kept = len(summary.tensors) - tot["tensors"]
+        t.add_row(
+            f"total: {tot['tensors']} tensors ({kept} kept exact)",
+            "",
+            f"{tot['elements']:,} weights",
+            f"{tot['bits_per_weight']:.2f}",
+            _fmt(tot.get("rel_rms"), ".2e"),
+            _fmt(tot.get("max_abs"), ".2e"),
+            _fmt(tot.get("snr_db"), ".1f"),
+            style="bold",
+        )
+    return t

@@ -12,8 +12,15 @@ import click
 from ..dtypes import HINT_CHOICES
 from ..formats import FORMATS
 from ._errors import EXIT_OK, exit_code_for, report
-from ._options import ByteSize, output_options, threads_option, write_options
-from ._output import Output, dtype_table, human_bytes
+from ._options import (
+    ByteSize,
+    lossy_kwargs,
+    lossy_options,
+    output_options,
+    threads_option,
+    write_options,
+)
+from ._output import Output, dtype_table, human_bytes, quality_table
 from ._stdin import spooled_stdin
 
 
@@ -71,6 +78,7 @@ from ._stdin import spooled_stdin
     help="In folders: store the targets of symlinks that point outside the folder (a Hugging "
     "Face cache snapshot) instead of failing.",
 )
+@lossy_options
 @output_options
 def compress(
     paths,
@@ -86,11 +94,18 @@ def compress(
     fmt,
     min_size,
     follow_symlinks,
+    lossy,
+    mantissa_bits,
+    group_size,
+    per_tensor,
+    asymmetric,
+    keep,
+    only,
     quiet,
     json_mode,
     no_progress,
 ):
-    """Compress model files: PATH -> PATH.zm, losslessly.
+    """Compress model files: PATH -> PATH.zm, losslessly unless --lossy.
 
     Inputs are never modified and kept unless --rm. Each output is written to a temporary file
     and renamed into place, so a failure or Ctrl-C leaves nothing behind. A PATH of "-" reads
@@ -102,10 +117,18 @@ def compress(
     compressed to NAME.zm, small files (config, tokenizer, README) copied, and zipmodel.json
     lists every file with its SHA-256 (docs/folders.md). With --rm the folder's files are
     deleted only after the whole output verified against them.
+
+    --lossy PRESET (or --mantissa-bits N) quantizes float weight tensors, chosen by rules
+    (--keep/--only; docs/lossy.md), and prints each one's measured error; the quantized codes
+    are still entropy coded. Decompressing gives the original dtypes and shapes back,
+    dequantized.
     """
     from .. import api
 
     out = Output(quiet=quiet, json_mode=json_mode, progress=not no_progress)
+    lossy_kw = lossy_kwargs(lossy, mantissa_bits, group_size, per_tensor, asymmetric, keep, only)
+    if lossy_kw and remove:
+        raise click.UsageError("--rm with a lossy stage would delete the only exact copy")
     if (output or to_stdout) and len(paths) > 1:
         raise click.UsageError("-o/--output and -c/--stdout take a single input")
     if to_stdout and output:
@@ -132,6 +155,7 @@ def compress(
                         chunk_size=chunk_size,
                         min_size=min_size,
                         follow_symlinks=follow_symlinks,
+                        **lossy_kw,
                     )
                 )
                 continue
@@ -159,6 +183,7 @@ def compress(
                     force=force,
                     progress=advance,
                     name="" if stdin else None,
+                    **lossy_kw,
                 )
             if stdout_mode:
                 sys.stdout.buffer.flush()
@@ -167,7 +192,10 @@ def compress(
                 out.line(
                     f"stdin -> {rep.output}: {human_bytes(rep.input_bytes)} -> "
                     f"{human_bytes(rep.output_bytes)}  ({100 * rep.ratio:.2f}%)"
+                    + ("  lossy" if rep.summary.lossy else "")
                 )
+                if rep.summary.lossy:
+                    out.table(quality_table(rep.summary))
                 results.append(rep.to_json())
                 continue
             if rep.note:
@@ -178,10 +206,14 @@ def compress(
             out.line(
                 f"{rep.input} -> {rep.output}  {human_bytes(rep.input_bytes)} -> "
                 f"{human_bytes(rep.output_bytes)}  ({100 * rep.ratio:.2f}%)  "
-                f"{rep.mb_per_s:.0f} MB/s" + ("  (input removed)" if remove else "")
+                f"{rep.mb_per_s:.0f} MB/s"
+                + ("  lossy" if rep.summary.lossy else "")
+                + ("  (input removed)" if remove else "")
             )
             if not quiet and not json_mode and sys.stderr.isatty():
                 out.table(dtype_table(rep.summary, seconds=rep.dtype_seconds))
+            if rep.summary.lossy:
+                out.table(quality_table(rep.summary))
             results.append(rep.to_json())
         except click.UsageError:
             raise

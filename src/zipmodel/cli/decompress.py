@@ -35,6 +35,10 @@ def decompress(
     output unless -o is given); the index is at the end of a container, so a pipe is first
     copied to a temporary file in $TMPDIR: memory stays flat, the disk needs room for one copy.
 
+    A lossy container (compress --lossy) restores its quantized tensors dequantized, in their
+    original dtypes and shapes; each is checked against its recorded checksum (--check cannot
+    apply: the original's SHA-256 cannot match).
+
     A compressed folder (PATH.zm/ holding zipmodel.json) is restored to the folder PATH, every
     file checked against the SHA-256 in zipmodel.json; a mismatch leaves no output folder.
     """
@@ -83,6 +87,7 @@ def decompress(
                 f"{rep.input} -> {rep.output}  {human_bytes(rep.input_bytes)} -> "
                 f"{human_bytes(rep.output_bytes)}  {rep.mb_per_s:.0f} MB/s"
                 + ("  SHA-256 ok" if rep.sha256_checked else "")
+                + ("  lossy: tensors dequantized, checksums ok" if rep.lossy else "")
                 + ("  (input removed)" if remove else "")
             )
             results.append(rep.to_json())

@@ -8,7 +8,7 @@ import sys
 import click
 
 from ._errors import EXIT_OK, exit_code_for, report
-from ._output import Output, codec_mix, dtype_table, human_bytes
+from ._output import Output, codec_mix, dtype_table, human_bytes, quality_table
 
 
 @click.command()
@@ -57,8 +57,17 @@ def info(paths, json_mode, tensors, sort):
                 f"level {s.options.get('level', '?')}, chunks of {human_bytes(s.options.get('chunk_size', 0))}, "
                 f"written by {writer}"
             )
-            out.line(f"  sha256 {s.sha256}")
+            out.line(f"  sha256 {s.sha256}" + ("  (of the original)" if s.lossy else ""))
+            if s.lossy:
+                out.line(
+                    "  lossy: some tensors were quantized; they decompress dequantized, so the "
+                    "restored file differs from the original"
+                )
+            if s.base is not None:
+                out.line(f"  base {s.base.get('name', '?')}  sha256 {s.base.get('sha256')}")
             out.table(dtype_table(s))
+            if s.lossy:
+                out.table(quality_table(s))
             show = (
                 tensors if tensors is not None else (len(s.tensors) <= 200 and sys.stderr.isatty())
             )

@@ -27,7 +27,9 @@ from ._output import Output, human_bytes
 def verify(paths, against, threads, json_mode, quiet, no_progress):
     """Decode containers completely and check every checksum and the source's SHA-256.
 
-    Nothing is written. Exit code 3 if a container does not reproduce its source (a checksum
+    Nothing is written. A lossy container (compress --lossy) cannot reproduce its source: its
+    chunk checksums and each quantized tensor's recorded checksum are checked instead, and
+    the result says lossy (exit 0 when they hold; --against is refused with exit 3). Exit code 3 if a container does not reproduce its source (a checksum
     or SHA-256 mismatch, or a difference from --against), 1 if it cannot be read at all.
 
     A compressed folder (PATH.zm/) is checked file by file against zipmodel.json; with
@@ -46,10 +48,17 @@ def verify(paths, against, threads, json_mode, quiet, no_progress):
                 continue
             with out.progress(f"verify {path}") as advance:
                 rep = api.verify_file(path, against=against, threads=threads, progress=advance)
-            out.line(
-                f"{path}: OK  {human_bytes(rep.source_bytes)} restored, SHA-256 {rep.sha256[:16]}… matches"
-                + (f", identical to {against}" if against else "")
-            )
+            if rep.lossy:
+                out.line(
+                    f"{path}: OK (lossy)  {human_bytes(rep.source_bytes)} restored, every chunk "
+                    "and quantized-tensor checksum holds; it cannot match the original bytes "
+                    "(its tensors come back dequantized)"
+                )
+            else:
+                out.line(
+                    f"{path}: OK  {human_bytes(rep.source_bytes)} restored, SHA-256 {rep.sha256[:16]}… matches"
+                    + (f", identical to {against}" if against else "")
+                )
             results.append(rep.to_json())
         except Exception as exc:
             report(exc)
