@@ -27,6 +27,7 @@ from zipmodel.stages.quant import (
     STAGES,
     Bf16Stage,
     Int4Stage,
+    Int8Stage,
     MantissaStage,
     Nf4Stage,
     make_stage,
@@ -508,3 +509,21 @@ def test_quality_metrics_by_hand():
     json.dumps(broken.to_json(), allow_nan=False)
     with pytest.raises(ValueError, match="elements"):
         measure(x, y[:2])
+
+
+def test_int8_groups_like_q8_0():
+    x = gaussian((50, 128), seed=12)  # 6400 elements: 200 groups of 32
+    stage = Int8Stage(32)
+    staged, y, seg = run(stage, x)
+    assert staged.params == {"scale_dtype": "BF16", "group_size": 32}
+    assert stage.part_sizes(seg, staged.params) == [6400, 400]
+    s = np.repeat(staged.parts[1].data.view(ml_dtypes.bfloat16).astype(np.float32), 32)
+    err = np.abs(y.reshape(-1) - x.reshape(-1))
+    amax = np.repeat(np.abs(x.reshape(-1, 32)).max(axis=1), 32)
+    # half a step, or the BF16 rounding of the scale at a group's maximum
+    assert np.all(err <= np.maximum(s / 2 * (1 + 1e-6), amax * 2.0**-8))
+    gguf = pytest.importorskip("gguf")
+    from gguf.quants import dequantize, quantize
+
+    q8 = dequantize(quantize(x, gguf.GGMLQuantizationType.Q8_0), gguf.GGMLQuantizationType.Q8_0)
+    assert rel_rms(x, y) <= rel_rms(x, q8) * 1.02

@@ -360,11 +360,23 @@ class Fp8Stage(_Quantizer):
 
 
 class Int8Stage(_Quantizer):
-    """Symmetric int8 codes in [-127, 127] × an F32 scale (absmax / 127) per output channel."""
+    """Symmetric int8 codes in [-127, 127] × an F32 scale (absmax / 127) per output channel.
+
+    ``group_size`` instead gives each run of that many elements its own scale (BF16, as the
+    4-bit stages): GGUF Q8_0's layout at group 32, for comparisons at equal bits. The
+    ``int8`` preset is per channel.
+    """
 
     name: ClassVar[str] = "int8"
 
+    def __init__(self, group_size: int | None = None):
+        if group_size is not None and not 1 <= group_size <= _MAX_GROUP:
+            raise ValueError(f"group size must be in [1, {_MAX_GROUP}], not {group_size}")
+        self.group_size = group_size
+
     def quantize(self, x, seg, tensor):
+        if self.group_size:
+            return self._quantize_groups(x, seg)
         rows, cols = _rows(seg)
         scale = (_row_absmax(x, rows) / np.float32(127)).astype(np.float32)
         safe = np.where(scale > 0, scale, np.float32(1))
@@ -377,16 +389,40 @@ class Int8Stage(_Quantizer):
         ]
         return parts, {"scale_dtype": "F32"}
 
+    def _quantize_groups(self, x, seg):
+        g, n = self.group_size, x.size
+        base = np.concatenate([np.abs(xg).max(axis=1) for _, xg in _per_group(x, g)])
+        base = base / np.float32(127)
+        sd = _pick_scale_dtype(base)
+        scales = _as_stored(base, sd)
+        safe = np.where(scales > 0, scales, np.float32(1))
+        with np.errstate(over="ignore"):
+            y = np.rint(x / _expand(safe, n, g))
+        codes = np.clip(y, -127, 127).astype(np.int8)  # a scale rounded down clips its max
+        parts = [
+            Part("codes", "I8", _bytes(codes), tuple(seg.shape or ())),
+            Part("scales", sd, _bytes(scales.astype(_SCALE_DTYPES[sd])), (len(scales),)),
+        ]
+        return parts, {"scale_dtype": sd, "group_size": g}
+
     def part_sizes(self, seg, params):
         _float_seg(seg)
-        _check(_scale_dtype(params) == "F32", "int8: scales are F32")
+        sd = _scale_dtype(params)
+        n = _numel(seg.shape)
+        if "group_size" in params:
+            g = _param_int(params, "group_size", 1, _MAX_GROUP)
+            return [n, _groups(n, g) * np.dtype(_SCALE_DTYPES[sd]).itemsize]
+        _check(sd == "F32", "int8: per-channel scales are F32")
         rows, _ = _rows(seg)
-        return [_numel(seg.shape), 4 * rows]
+        return [n, 4 * rows]
 
     def dequantize(self, parts, seg, params):
+        codes = parts[0].view(np.int8).astype(np.float32)
+        if "group_size" in params:
+            s = parts[1].view(_SCALE_DTYPES[params["scale_dtype"]]).astype(np.float32)
+            return codes * _expand(s, codes.size, params["group_size"])
         rows, cols = _rows(seg)
-        codes = parts[0].view(np.int8).astype(np.float32).reshape(rows, cols)
-        return codes * parts[1].view(np.float32)[:, None]
+        return codes.reshape(rows, cols) * parts[1].view(np.float32)[:, None]
 
 
 # -- 4-bit per group: int4 (symmetric or with zero points) and nf4 ------------------------
