@@ -23,9 +23,9 @@ prints one JSON document on **stdout**.
 | code | meaning |
 |---|---|
 | 0 | success |
-| 1 | error: unreadable or damaged input, existing output without `-f`, I/O failure |
+| 1 | error: unreadable or damaged input, existing output without `-f`, I/O failure; for `push`/`pull` also a Hub error (missing repository or revision, refused token, no network), with a hint naming the next command |
 | 2 | usage error (bad option or argument) |
-| 3 | verification mismatch: `verify` (or `decompress --check`) found that a container does not reproduce its source |
+| 3 | verification mismatch: `verify` (or `decompress --check`) found that a container does not reproduce its source, or a file `pull` downloaded does not match the SHA-256 in `zipmodel.json` |
 | 130 | interrupted (Ctrl-C); no partial output is left |
 
 With several inputs, a command goes on after a failed one and exits with the highest code.
@@ -57,6 +57,25 @@ Folders (`compress DIR`, `decompress DIR.zm`, `info DIR.zm`, `verify DIR.zm`; se
   over the folder's `.zm` files, as in `info` for one file).
 - `verify --json`: a folder's result is `{"path", "ok", "files", "source_bytes", "against",
   "seconds"}`.
+
+- `eval --json`: `{"schema": "zipmodel.eval/1", "original", "compressed", "replaced" (weight
+  files taken from the compressed side), "sentences" (count), "embedding_dim", "mean_cosine",
+  "min_cosine", "worst_sentence", "cosines" (one per sentence), "seconds"}`.
+
+The Hub ([hub.md](hub.md)); each prints one document, also on failure:
+
+- `push --json`: `{"schema": "zipmodel.push/1", "ok": true, "repo_id", "revision", "commit",
+  "commit_url", "files", "compressed_files", "original_bytes", "stored_bytes" (the compressed
+  folder), "uploaded_files", "uploaded_bytes" (what went up, model card and manifest included),
+  "ratio" (uploaded/original), "seconds"}`.
+- `pull --json`: `{"schema": "zipmodel.pull/1", "ok": true, "repo_id", "revision", "commit",
+  "path" (the restored folder), "snapshot" (the compressed files in the Hugging Face cache),
+  "reused" (the folder was already restored: nothing downloaded or decoded), "files",
+  "compressed_files", "original_bytes", "stored_bytes", "downloaded_bytes" (stored bytes that
+  were not in the cache), "download_seconds", "restore_seconds", "seconds"}`. Without `--json`,
+  `pull` prints only the restored folder's path on stdout.
+- On failure: `{"schema", "ok": false, "error", "hint", "exit_code"}`, and the command exits
+  with `exit_code`.
 
 Fields may be added within a schema version; none are removed or change meaning.
 

@@ -86,3 +86,16 @@ def test_workflow_runs_the_documented_steps():
     assert steps["Compress"]["run"] == block("ci-step: compress")
     assert steps["Verify"]["run"] == block("ci-step: verify")
     assert "zipmodel push" in steps["Push to the Hub"]["run"]
+
+
+def test_every_json_command_documents_its_schema():
+    """CI scripts parse --json: each command that has it names its schema in docs/cli.md."""
+    from zipmodel.cli import cli
+
+    text = (ROOT / "docs" / "cli.md").read_text()
+    schemas = text.split("## JSON output", 1)[1].split("## Commands", 1)[0]
+    for name, cmd in sorted(cli.commands.items()):
+        if any("--json" in p.opts for p in cmd.params):
+            assert f"`{name} --json`" in schemas and f"zipmodel.{name}/1" in schemas, (
+                f"document `zipmodel {name} --json` in scripts/gen_cli_docs.py (JSON output)"
+            )
