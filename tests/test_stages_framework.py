@@ -456,3 +456,22 @@ def test_verify_lossy_and_lossless_stages(tmp_path):
     q.write_bytes(pack(ex.HiLo()))
     rep = verify_file(q)
     assert not rep.lossy and rep.sha256 == _sha(MODEL)
+
+
+def test_every_single_byte_flip_of_a_staged_container_is_detected():
+    data = edgecases.safetensors_bytes(
+        [
+            ("w", "F32", [32, 40], A[:32, :40].tobytes()),
+            ("v", "F32", [8, 160], B[:8, :20].repeat(8, 1).tobytes()),
+        ]
+    )
+    blob = compress_bytes(data, chunk_size=4096, stages=every(ex.RowInt8()))
+    good = decompress_bytes(blob)
+    for i in range(len(blob)):
+        b = bytearray(blob)
+        b[i] ^= 0x10
+        try:
+            out = decompress_bytes(bytes(b))
+        except ZipmodelError:
+            continue
+        raise AssertionError(f"a flip at byte {i} went unnoticed (same output: {out == good})")
