@@ -326,7 +326,7 @@ def test_int8_matches_reference():
     x = gaussian((5, 33), seed=4)
     x[1] = 0.0
     x[3, 7] = 50.0  # one huge outlier: only its own row gets a coarse scale
-    staged, y, _ = run(make_stage("int8"), x)
+    staged, y, _ = run(Int8Stage(entropy_cap=None), x)
     codes, scales = ref.int8(x)
     np.testing.assert_array_equal(staged.parts[0].data.view(np.int8).reshape(codes.shape), codes)
     np.testing.assert_array_equal(staged.parts[1].data.view(np.float32), scales)
@@ -351,9 +351,35 @@ def test_int8_error_within_half_step(rows, cols, sigma, seed):
 
 def test_int8_gaussian_bound():
     x = gaussian((384, 1536), seed=5)
-    staged, y, _ = run(make_stage("int8"), x)
+    staged, y, _ = run(Int8Stage(entropy_cap=None), x)
     assert rel_rms(x, y) < 0.01
     assert staged.quality["snr_db"] > 40
+    # the preset caps the code entropy at 6.9 bits: a coarser step on Gaussian rows
+    staged, y, _ = run(make_stage("int8"), x)
+    assert 0.0095 < rel_rms(x, y) < 0.0105
+    assert staged.params == {"scale_dtype": "F32", "entropy_cap": 6.9}
+
+
+def test_int8_entropy_cap_scales():
+    x = gaussian((6, 512), seed=13)
+    x[2, 5] = 1.0  # an outlier row: absmax / 127 is coarser than the cap, and wins
+    x[4] = 0.0
+    staged, y, _ = run(make_stage("int8"), x)
+    s = staged.parts[1].data.view(np.float32)
+    rms = np.sqrt((x.astype(np.float64) ** 2).mean(axis=1))
+    cap = rms * math.sqrt(2 * math.pi * math.e) / 2**6.9
+    np.testing.assert_allclose(s, np.maximum(np.abs(x).max(axis=1) / 127, cap), rtol=1e-6)
+    assert s[2] == pytest.approx(1.0 / 127) and s[4] == 0 and not y[4].any()
+    codes = staged.parts[0].data.view(np.int8).reshape(x.shape)
+    safe = np.where(s > 0, s, 1)[:, None]
+    np.testing.assert_array_equal(codes, np.clip(np.rint(x / safe), -127, 127))
+    # the entropy of the codes of a Gaussian row is about the cap
+    c = codes[0].astype(np.int64)
+    p = np.bincount(c - c.min()) / c.size
+    assert np.abs(np.abs(c).max()) < 127
+    assert -(p[p > 0] * np.log2(p[p > 0])).sum() < 6.9 + 0.2
+    with pytest.raises(ValueError, match="entropy cap"):
+        Int8Stage(entropy_cap=0.5)
 
 
 # -- int4 and nf4 ---------------------------------------------------------------------------
