@@ -27,7 +27,11 @@ Choices (measured on all-MiniLM-L6-v2, see ``benches/lossy.py`` and docs/lossy.m
   (int8, fp8) are F32: one per row of hundreds of elements costs ~0.06 bits per weight.
 * int4 and nf4 pick each group's scale from a small grid of clipping factors (1.0 down to
   0.75 of the group's largest magnitude) by the least squared error, computed with the
-  scale as stored — so the stored error is what the search minimised.
+  scale as stored — so the stored error is what the search minimised. Asymmetric int4
+  clips each end of the range on its own (6 × 6 factors: 0.1% less error than one factor
+  for both ends on MiniLM, for ~1.7x its encode time).
+* int8 (per channel) caps the code entropy at 6.9 bits instead of always using absmax /
+  127: see :class:`Int8Stage`.
 * Rounding of a finite value never gives inf or NaN: it saturates to the largest finite
   value. NaN and ±inf go through bf16 and mantissa rounding unchanged; the scaled
   quantizers cannot represent them and leave such tensors exact (``encode`` → ``None``).
@@ -41,6 +45,7 @@ Choices (measured on all-MiniLM-L6-v2, see ``benches/lossy.py`` and docs/lossy.m
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -96,6 +101,7 @@ NF4_LEVELS = np.array(
 INT4_LEVELS = np.arange(-8, 8, dtype=np.float32)
 # Clipping factors tried per group (fractions of the group's largest magnitude).
 CLIP_FACTORS = tuple(1.0 - 0.025 * i for i in range(11))
+ASYM_FACTORS = tuple(1.0 - 0.05 * i for i in range(6))  # per end of an asymmetric range
 _SEARCH_BLOCK = 1 << 18  # elements per search pass (bounds the temporaries)
 _SCALE_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
 E4M3_MAX = 448.0
@@ -528,10 +534,11 @@ def _search_asym(xg: np.ndarray, lo: np.ndarray, hi: np.ndarray, scale_dtype: st
     best_s = np.zeros(xg.shape[0], np.float32)
     best_z = np.zeros(xg.shape[0], np.uint8)
     best_q = np.zeros(xg.shape, np.uint8)
-    for f in CLIP_FACTORS:
-        s = _as_stored((hi - lo) * np.float32(f / 15), scale_dtype)
+    for fl, fh in itertools.product(ASYM_FACTORS, ASYM_FACTORS):
+        # each end of the range clipped on its own
+        s = _as_stored((hi * np.float32(fh) - lo * np.float32(fl)) / np.float32(15), scale_dtype)
         safe = np.where(s != 0, s, np.float32(1))
-        z = np.clip(np.rint(-lo * np.float32(f) / safe), 0, 15).astype(np.uint8)
+        z = np.clip(np.rint(-lo * np.float32(fl) / safe), 0, 15).astype(np.uint8)
         zf = z.astype(np.float32)[:, None]
         q = np.clip(np.rint(xg / safe[:, None]) + zf, 0, 15).astype(np.uint8)
         err = np.square((q - zf) * s[:, None] - xg).sum(axis=1, dtype=np.float64)
