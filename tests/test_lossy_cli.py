@@ -281,3 +281,26 @@ def test_cli_lossy_pipe(model, tmp_path):
     blob = r.stdout_bytes
     sd = zipmodel.load(blob)
     assert rel_rms(sd["layer.0.dense.weight"], W) < 0.012
+
+
+def test_lossy_folder_round_trip(tmp_path):
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(model_bytes())
+    (src / "config.json").write_text('{"hidden_size": 256}')
+    out = tmp_path / "m.zm"
+    r = run("compress", src, "-o", out, "--lossy", "int8", "--json")
+    assert r.exit_code == 0, r.output
+    r = run("verify", out)
+    assert r.exit_code == 0, r.output
+    back = tmp_path / "back"
+    r = run("decompress", out, "-o", back)
+    assert r.exit_code == 0, r.output
+    assert (back / "config.json").read_text() == '{"hidden_size": 256}'
+    sd = _st(back / "model.safetensors")
+    assert np.array_equal(sd["layer.0.dense.bias"], BIAS)
+    assert 0 < rel_rms(sd["layer.0.dense.weight"], W) < 0.012
+    assert np.array_equal(
+        zipmodel.load(out / "model.safetensors.zm")["layer.0.dense.weight"],
+        sd["layer.0.dense.weight"],
+    )
