@@ -266,6 +266,28 @@ def test_failed_pull_leaves_no_output_and_resumes(tmp_path, server, env):
     assert again == ["model.safetensors.zm"], "files already in the cache are not fetched again"
 
 
+def closed_port() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_no_network_and_bad_ids_say_what_to_try(tmp_path):
+    url = closed_port()  # nothing listens there
+    with pytest.raises(HubError, match="cannot reach the Hub") as e:
+        hub.pull("alice/tiny", token="hf_read", endpoint=url, cache_dir=str(tmp_path / "hf"))
+    assert "HF_ENDPOINT" in e.value.hint
+    src = make_model(tmp_path / "tiny")
+    with pytest.raises(HubError, match="cannot talk to the Hub") as e:
+        hub.upload("alice/tiny", src, token="hf_write", endpoint=url)
+    assert "HF_ENDPOINT" in e.value.hint
+    with pytest.raises(HubError, match="invalid repo id") as e:
+        hub.pull("a/b/c", endpoint=url, cache_dir=str(tmp_path / "hf"))
+    assert "ORG/NAME" in e.value.hint
+
+
 def test_import_zipmodel_hub_is_light():
     code = "import sys, zipmodel.hub; print('huggingface_hub' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -337,6 +359,23 @@ def test_cli_errors_exit_1_with_the_next_command(tmp_path, server):
     assert "check the repo id" in doc["hint"]
     r = zipmodel_cli("pull", env=cli_env(tmp_path, server), check=False)
     assert r.returncode == 2  # usage
+
+
+def test_cli_pull_offline_uses_the_cache(tmp_path, server):
+    src = make_model(tmp_path / "tiny")
+    push(server, src)
+    env = cli_env(tmp_path, server, "hf_read")
+    first = json.loads(zipmodel_cli("pull", "alice/tiny", "--json", env=env).stdout)
+    path = Path(first["path"])
+    import shutil
+
+    shutil.rmtree(path)  # the compressed files stay in the Hugging Face cache
+    before = len(server.log)
+    r = zipmodel_cli("pull", "alice/tiny", env={**env, "HF_HUB_OFFLINE": "1"})
+    assert Path(r.stdout.strip()) == path and tree(path) == tree(src)
+    assert len(server.log) == before, "offline: no request"
+    r = zipmodel_cli("pull", "alice/other", env={**env, "HF_HUB_OFFLINE": "1"}, check=False)
+    assert r.returncode == 1 and "not in the local cache" in r.stderr
 
 
 def test_killed_pull_leaves_no_complete_looking_folder(tmp_path, server):

@@ -84,9 +84,11 @@ def restore_cache_dir() -> Path:
 
 # -- errors ------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _hub_errors(repo_id: str, revision: str | None, *, writing: bool = False) -> Iterator[None]:
+def _hub_errors(
+    repo_id: str, revision: str | None, endpoint: str | None, *, writing: bool = False
+) -> Iterator[None]:
     """Turn huggingface_hub's and httpx's exceptions into a HubError with the next step."""
-    hf = _hf()
+    _hf()  # without huggingface_hub: the install hint
     from huggingface_hub import errors as e
 
     rev = revision or "main"
@@ -94,6 +96,11 @@ def _hub_errors(repo_id: str, revision: str | None, *, writing: bool = False) ->
         yield
     except ZipmodelError:
         raise
+    except e.HFValidationError as exc:
+        raise HubError(
+            f"invalid repo id or revision: {exc}",
+            hint="a repo id is ORG/NAME (letters, digits, '-', '_', '.')",
+        ) from None
     except e.RevisionNotFoundError:
         raise HubError(
             f"{repo_id} has no revision {rev!r}",
@@ -103,7 +110,7 @@ def _hub_errors(repo_id: str, revision: str | None, *, writing: bool = False) ->
     except e.GatedRepoError:
         raise HubError(
             f"{repo_id} is gated: its conditions must be accepted on the Hub page first",
-            hint=f"accept them at {hf.constants.ENDPOINT}/{repo_id}, then: {_LOGIN}",
+            hint=f"accept them at {_endpoint(endpoint)}/{repo_id}, then: {_LOGIN}",
         ) from None
     except e.RepositoryNotFoundError:
         raise HubError(
@@ -117,9 +124,11 @@ def _hub_errors(repo_id: str, revision: str | None, *, writing: bool = False) ->
         ) from None
     except e.LocalEntryNotFoundError as exc:
         raise HubError(
-            f"cannot reach the Hub for {repo_id}, and revision {rev!r} is not in the local "
-            f"cache ({str(exc).splitlines()[0]})",
-            hint="check the network and HF_ENDPOINT, then run the command again",
+            f"cannot reach the Hub ({_endpoint(endpoint)}) for {repo_id}, and revision {rev!r} "
+            f"is not in the local cache ({str(exc).strip().splitlines()[0]})",
+            hint="unset HF_HUB_OFFLINE to download it"
+            if _hf().constants.HF_HUB_OFFLINE
+            else "check the network and HF_ENDPOINT, then run the command again",
         ) from None
     except e.HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else 0
@@ -139,23 +148,26 @@ def _hub_errors(repo_id: str, revision: str | None, *, writing: bool = False) ->
             f"the Hub failed a request for {repo_id}: {first}",
             hint="run the command again (downloads resume where they stopped)",
         ) from None
-    except OSError as exc:
-        # httpx's transport errors are not OSErrors; huggingface_hub's consistency checks are
-        if type(exc).__module__.startswith(("huggingface_hub", "httpx")):
-            raise HubError(
-                f"download from the Hub failed for {repo_id}: {exc}",
-                hint="run the command again (downloads resume where they stopped)",
-            ) from None
-        raise
     except Exception as exc:
-        import httpx
+        # transport errors of the HTTP client (httpx in huggingface_hub 1.x, httpx2 in 2.x);
+        # anything else is not a Hub problem
+        if not _from_http_client(exc):
+            raise
+        raise HubError(
+            f"cannot talk to the Hub for {repo_id} ({_endpoint(endpoint)}): "
+            f"{type(exc).__name__}: {exc}",
+            hint="check the network and HF_ENDPOINT, then run the command again"
+            + ("" if writing else " (downloads resume where they stopped)"),
+        ) from None
 
-        if isinstance(exc, httpx.HTTPError):
-            raise HubError(
-                f"cannot talk to the Hub at {hf.constants.ENDPOINT}: {exc}",
-                hint="check the network and HF_ENDPOINT, then run the command again",
-            ) from None
-        raise
+
+def _from_http_client(exc: BaseException) -> bool:
+    roots = ("httpx", "httpx2", "httpcore", "requests", "urllib3")
+    return any(c.__module__.split(".")[0] in roots for c in type(exc).__mro__)
+
+
+def _endpoint(endpoint: str | None) -> str:
+    return endpoint or _hf().constants.ENDPOINT
 
 
 # -- push --------------------------------------------------------------------------------------
@@ -241,7 +253,7 @@ def upload(
         rev = revision or "main"
         _write_card(staged, repo_id, rev, result)
         sizes = [p.stat().st_size for p in staged.rglob("*") if p.is_file()]
-        with _hub_errors(repo_id, revision, writing=True):
+        with _hub_errors(repo_id, revision, endpoint, writing=True):
             if "/" not in repo_id:  # "name" means the token owner's namespace
                 repo_id = f"{api.whoami()['name']}/{repo_id}"
             api.create_repo(repo_id, private=private, exist_ok=True)
@@ -419,7 +431,7 @@ def pull(
         "library_name": "zipmodel",
         "library_version": __version__,
     }
-    with _hub_errors(repo_id, revision):
+    with _hub_errors(repo_id, revision, endpoint):
         snap = Path(
             hf.snapshot_download(repo_id, revision=revision, allow_patterns=[MANIFEST], **common)
         )
@@ -452,7 +464,7 @@ def pull(
         )
     missing = [e for e in manifest.files if not (snap / e.stored_path).exists()]
     t1 = time.perf_counter()
-    with _hub_errors(repo_id, revision):
+    with _hub_errors(repo_id, revision, endpoint):
         hf.snapshot_download(
             repo_id,
             revision=commit,
