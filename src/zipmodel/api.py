@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ._io import Source, atomic_output, finish_bytes, new_bytes
+from .base import BaseModel, context_for, decode_context, delta_chooser, using_base
 from .container.reader import ContainerReader
 from .dtypes import DType, dtype_from_hint, get_dtype, numpy_dtype
 from .errors import VerifyMismatchError, ZipmodelError
@@ -224,6 +225,7 @@ def compress_file(
     only: Sequence[str] = (),
     stages: StageChooser | None = None,
     context: StageContext | None = None,
+    base: str | os.PathLike | BaseModel | None = None,
 ) -> CompressReport:
     """Compress the file ``src`` into the container ``dst`` (default ``src + ".zm"``).
 
@@ -242,6 +244,11 @@ def compress_file(
     report's summary then holds every staged tensor's measured error. ``stages`` picks a
     tensor stage per tensor directly (instead of ``lossy``), ``context`` is what stages get
     besides the tensor (a base model).
+
+    ``base`` (a file, a ``.zm`` or a folder; docs/delta.md) stores each tensor the base also
+    has (same name, dtype and shape) as whichever codes smallest: itself, its XOR or its
+    difference with the base's, or nothing when equal. The container records the base's
+    SHA-256; decoding it needs that base.
     """
     options = _options(level, chunk_size)
     chooser = lossy_stages(
@@ -256,12 +263,23 @@ def compress_file(
     if chooser is not None and stages is not None:
         raise ValueError("give lossy= or stages=, not both")
     chooser = chooser or stages
+    if base is not None and (chooser is not None or context is not None):
+        raise ValueError("base= cannot be combined with lossy=, stages= or context=")
     if not _is_fileobj(dst):
         dst = Path(dst) if dst is not None else default_output(src, decompress=False)
         if dst.exists() and Path(src).exists() and os.path.samefile(src, dst):
             raise ZipmodelError("output and input are the same file", path=src)
-    with Source.open(src) as source:
+    with Source.open(src) as source, using_base(base, rel=Path(src).name, threads=threads) as bm:
         layout = read_layout(source.data, format=format, dtype=_hint(dtype), path=str(src))
+        if bm is not None:  # per tensor: standalone, xor, sub or same, as measured
+            chooser, context = delta_chooser(
+                source.data,
+                layout.segments,
+                bm,
+                level=level,
+                chunk_size=chunk_size,
+                threads=threads,
+            )
 
         def run(out: BinaryIO):
             return compress_layout(
@@ -336,13 +354,18 @@ def decompress_bytes(
     threads: int = 0,
     out: np.ndarray | None = None,
     context: StageContext | None = None,
+    base: str | os.PathLike | BaseModel | None = None,
 ) -> bytes | np.ndarray:
     """Decompress container bytes; returns the original bytes.
 
     With ``out`` (a writable uint8 array of the original size) the result is decoded into it,
     and ``out`` is returned; reusing one buffer avoids page-faulting fresh memory each call.
+    ``base``: the base model a delta container was compressed against.
     """
-    with ContainerReader(data, name="<bytes>") as reader:
+    with (
+        ContainerReader(data, name="<bytes>") as reader,
+        decode_context(reader.index, base, context, threads=threads) as context,
+    ):
         size = int(reader.index.source["size"])
         if out is None:
             blob, result = new_bytes(size)
@@ -364,6 +387,7 @@ def decompress_file(
     check_sha256: bool = False,
     progress: Progress | None = None,
     context: StageContext | None = None,
+    base: str | os.PathLike | BaseModel | None = None,
 ) -> DecompressReport:
     """Restore the original file from the container ``src`` (default output: ``src`` minus ``.zm``).
 
@@ -375,12 +399,19 @@ def decompress_file(
     A lossy container restores its staged tensors dequantized, in their original dtype and
     shape; each is checked against the checksum recorded for it, and ``check_sha256`` is
     ignored (the original's SHA-256 cannot match; ``sha256_checked`` is then False).
+
+    ``base``: the base model a delta container was compressed against (a file, ``.zm`` or
+    folder); a missing or different base fails before anything is written, naming the
+    SHA-256 the container expects.
     """
     t0 = time.perf_counter()
     src_name = getattr(src, "name", "<stream>") if _is_readable(src) else src
     if not _is_fileobj(dst):
         dst = Path(dst) if dst is not None else default_output(src_name, decompress=True)
-    with ContainerReader(src) as reader:
+    with (
+        ContainerReader(src) as reader,
+        decode_context(reader.index, base, context, path=src_name, threads=threads) as context,
+    ):
         size = int(reader.index.source["size"])
         lossy = reader.index.lossy
         check_context(reader.index, context, path=src_name)
@@ -441,6 +472,7 @@ def verify_file(
     threads: int = 0,
     progress: Progress | None = None,
     context: StageContext | None = None,
+    base: str | os.PathLike | BaseModel | None = None,
 ) -> VerifyReport:
     """Decode the whole container, checking every checksum and the source's SHA-256.
 
@@ -449,10 +481,14 @@ def verify_file(
 
     A lossy container cannot give the original bytes back: every chunk checksum and every
     staged tensor's recorded checksum is checked, the SHA-256 is not (the report says
-    ``lossy``), and ``against`` is refused with :class:`VerifyMismatchError`.
+    ``lossy``), and ``against`` is refused with :class:`VerifyMismatchError`. ``base``: as
+    for :func:`decompress_file`.
     """
     t0 = time.perf_counter()
-    with ContainerReader(path) as reader:
+    with (
+        ContainerReader(path) as reader,
+        decode_context(reader.index, base, context, path=path, threads=threads) as context,
+    ):
         idx = reader.index
         size = int(idx.source["size"])
         check_context(idx, context, path=path)
@@ -522,16 +558,22 @@ class ZmFile:
         *,
         threads: int = 0,
         context: StageContext | None = None,
+        base: str | os.PathLike | BaseModel | None = None,
     ):
         self._reader = ContainerReader(file)
         self.name = self._reader.name
         self.threads = threads
-        self.context = context
+        self._base: BaseModel | None = None  # a base opened here, closed with this file
         try:
+            if context is None:
+                context, self._base = context_for(
+                    self._reader.index, base, path=self.name, threads=threads
+                )
             check_context(self._reader.index, context, path=self.name)
         except BaseException:
             self._reader.close()
             raise
+        self.context = context
         self._entries = {
             e.segment.name: i
             for i, e in enumerate(self._reader.index.segments)
@@ -624,6 +666,8 @@ class ZmFile:
 
     def close(self) -> None:
         self._reader.close()
+        if self._base is not None:
+            self._base.close()
 
     def __enter__(self) -> ZmFile:
         return self
@@ -640,9 +684,11 @@ def open(
     *,
     threads: int = 0,
     context: StageContext | None = None,
+    base: str | os.PathLike | BaseModel | None = None,
 ) -> ZmFile:
     """Open a container for lazy reading: ``keys()``, ``metadata()``, ``get_tensor(name)``.
 
-    ``context`` is what tensor stages need to decode (the base model of a delta file).
+    ``context`` is what tensor stages need to decode (the base model of a delta file);
+    ``base`` gives that base as a file, ``.zm`` or folder instead (docs/delta.md).
     """
-    return ZmFile(file, threads=threads, context=context)
+    return ZmFile(file, threads=threads, context=context, base=base)

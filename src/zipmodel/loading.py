@@ -61,6 +61,7 @@ def load(
     threads: int = 0,
     state_dict: bool = True,
     context: StageContext | None = None,
+    base: Any = None,
 ) -> dict[str, Any]:
     """Load every tensor of the container ``file`` into a dict ``name -> tensor``.
 
@@ -80,12 +81,19 @@ def load(
 
     Tensors a lossy stage stored come back dequantized, in their original dtype and shape
     (the same bytes ``decompress_file`` writes), each checked against its recorded checksum.
-    ``context`` is what tensor stages need to decode (the base model of a delta file).
+    ``context`` is what tensor stages need to decode (the base model of a delta file);
+    ``base`` gives that base as a file, ``.zm`` or folder instead (docs/delta.md): a missing
+    or different base raises, naming the SHA-256 the container expects.
     """
+    from .base import decode_context
+
     framework = _framework(framework, device)
     threads = resolve_threads(threads)
     torch = _torch(device) if framework == "torch" else None
-    with ContainerReader(file) as r:
+    with (
+        ContainerReader(file) as r,
+        decode_context(r.index, base, context, path=r.name, threads=threads) as context,
+    ):
         check_context(r.index, context, path=r.name)
         segs = r.index.segments
         # segment index -> the segment whose chunks hold its bytes (itself unless a duplicate)
