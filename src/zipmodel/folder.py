@@ -80,6 +80,12 @@ class FolderEntry:
     stored_path: str  # relative path in the compressed folder
     stored_size: int
     format: str = ""  # source format recorded in the .zm index ("" for copies)
+    # The .zm was written against a base (docs/delta.md): {"path": an earlier file of this
+    # folder} (tensors shared across the folder's files), or {"name", "sha256"} of a base
+    # outside it (``compress --base``). None: stored on its own.
+    base: dict[str, str] | None = None
+    # Tensors stored against the base, by stage: {"same": [tensors, original bytes], ...}.
+    stages: dict[str, list[int]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = {
@@ -92,6 +98,10 @@ class FolderEntry:
         }
         if self.format:
             d["format"] = self.format
+        if self.base:
+            d["base"] = self.base
+        if self.stages:
+            d["stages"] = self.stages
         return d
 
 
@@ -130,13 +140,18 @@ class FolderResult:
         return self.original_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
     def totals(self) -> dict[str, int]:
-        return {
+        d = {
             "files": len(self.files),
             "compressed_files": self.compressed_files,
             "copied_files": len(self.files) - self.compressed_files,
             "original_bytes": self.original_bytes,
             "stored_bytes": self.stored_bytes,
         }
+        same = [e.stages["same"] for e in self.files if e.stages and "same" in e.stages]
+        if same:  # tensors stored once for the whole folder (or in the base)
+            d["deduplicated_tensors"] = sum(n for n, _ in same)
+            d["deduplicated_bytes"] = sum(b for _, b in same)
+        return d
 
     def to_json(self, *, files: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -375,6 +390,8 @@ def compress_dir(
     force: bool = False,
     follow_symlinks: bool = False,
     progress: Progress | None = None,
+    base: str | os.PathLike | None = None,
+    dedup: bool = True,
     **lossy: Any,
 ) -> FolderResult:
     """Compress the folder ``src_dir`` into the folder ``out_dir`` (default ``src_dir + ".zm"``).
@@ -388,6 +405,12 @@ def compress_dir(
     not be smaller (then the file is copied); everything else is copied unchanged. The folder is
     written atomically and ``zipmodel.json`` records every file's size and SHA-256. Without
     ``force`` an existing output is an error; ``src_dir`` is never modified.
+
+    ``base`` (a folder, plain or compressed) stores each weight file against the file of the
+    same relative path there, when it has one (docs/delta.md). Otherwise, with ``dedup``, a
+    weight file that shares tensors with an earlier one of this folder (the same contents,
+    or the same names: several models compressed together) is stored against the earlier
+    file that shares the most: repeated tensors cost nothing, related ones a delta.
     """
     from . import api
     from .pipeline import DEFAULT_CHUNK_SIZE
@@ -404,7 +427,10 @@ def compress_dir(
         )
     out = Path(out_dir) if out_dir is not None else default_dir_output(src, decompress=False)
     _check_outputs(src, out, force)
+    if base is not None and not Path(base).is_dir():
+        raise ZipmodelError("the base of a folder must be a folder", path=base)
     files, empty = _walk(src, follow_symlinks=follow_symlinks)
+    prints: dict[str, tuple] = {}  # weight files so far: rel -> tensor fingerprints
     sizes = {rel: p.stat().st_size for rel, p in files}
     names = set(sizes)
     ticker = _Ticker(sum(sizes.values()), progress)
@@ -423,19 +449,34 @@ def compress_dir(
             if _wants_compression(rel, size, min_size) and zm_rel not in names:
                 zm_dst = tmp / zm_rel
                 cb = ticker.file()
-                rep = api.compress_file(
-                    path,
-                    zm_dst,
-                    level=level,
-                    chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
-                    threads=threads,
-                    progress=cb,
-                    **lossy,
-                )
+                bm, base_rec = _file_base(src, rel, path, base, prints, entries, dedup, threads)
+                try:
+                    rep = api.compress_file(
+                        path,
+                        zm_dst,
+                        level=level,
+                        chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
+                        threads=threads,
+                        progress=cb,
+                        **lossy,
+                        base=bm,
+                    )
+                finally:
+                    if bm is not None:
+                        bm.close()
                 if rep.output_bytes < rep.input_bytes:
                     s = rep.summary
+                    staged = _stage_counts(zm_dst) if bm is not None else {}
                     entry = FolderEntry(
-                        rel, size, s.sha256, ZM, zm_rel, rep.output_bytes, s.source_format
+                        rel,
+                        size,
+                        s.sha256,
+                        ZM,
+                        zm_rel,
+                        rep.output_bytes,
+                        s.source_format,
+                        base_rec if staged else None,  # no tensor used it: needs no base
+                        staged or None,
                     )
                     ticker.finish(size)
                 else:  # incompressible: a plain copy is smaller (progress already counted)
@@ -457,6 +498,78 @@ def compress_dir(
         _write_manifest(tmp / MANIFEST, result)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _fingerprint(path: Path) -> tuple[dict[tuple, str], set[tuple]]:
+    """A weight file's tensors: content keys (dedup) and (name, dtype, shape) (deltas)."""
+    from ._io import Source
+    from .base import _dedup_min, content_key
+    from .readers import read_layout
+
+    with Source.open(path) as source:
+        segs = read_layout(source.data, path=str(path)).tensors()
+        keys = {
+            content_key(g, source.data[g.offset : g.end]): g.name or ""
+            for g in segs
+            if g.size >= _dedup_min()
+        }
+        names = {(g.name, g.dtype, tuple(g.shape or ()), g.size) for g in segs}
+    return keys, names
+
+
+def _file_base(
+    src: Path,
+    rel: str,
+    path: Path,
+    base: str | os.PathLike | None,
+    prints: dict[str, tuple],
+    entries: list[FolderEntry],
+    dedup: bool,
+    threads: int,
+):
+    """The base to store the folder's file ``rel`` against, and what the manifest records.
+
+    With ``base`` (a folder) its file of the same relative path, if any. Otherwise the
+    earlier weight file of this folder sharing the most bytes with this one: identical
+    tensors (any name) and tensors of the same name, dtype and shape (delta candidates).
+    """
+    from .base import BaseMismatchError, open_base
+
+    if base is not None:
+        try:
+            bm = open_base(base, rel=rel, exact=True, threads=threads)
+        except BaseMismatchError:  # no such file in the base folder: stored on its own
+            return None, None
+        return bm, {"name": bm.name, "sha256": bm.sha256}
+    if not dedup:
+        return None, None
+    keys, names = prints[rel] = _fingerprint(path)
+    best, best_score = None, 0
+    for other, (okeys, onames) in prints.items():
+        if other == rel:
+            continue
+        score = sum(k[2] for k in keys if k in okeys) + sum(n[3] for n in names & onames)
+        if score > best_score:
+            best, best_score = other, score
+    if best is None:
+        return None, None
+    e = next(x for x in entries if x.path == best)
+    bm = open_base(src / best, sha256=e.sha256, name=best)
+    return bm, {"path": best}
+
+
+def _stage_counts(zm: Path) -> dict[str, list[int]]:
+    """Tensors of the container ``zm`` stored through a stage: {stage: [count, bytes]}."""
+    from .container.reader import ContainerReader
+
+    counts: dict[str, list[int]] = {}
+    with ContainerReader(zm) as r:
+        for e in r.index.segments:
+            if e.stage is not None:
+                c = counts.setdefault(e.stage.name, [0, 0])
+                c[0] += 1
+                c[1] += e.segment.size
+    return counts
 
 
 def _write_manifest(path: Path, result: FolderResult) -> None:
@@ -527,9 +640,19 @@ def read_manifest(
         if not isinstance(sha, str) or not _SHA.match(sha):
             raise FormatError(f"{rel}: 'sha256' is not 64 lowercase hex digits", path=mpath)
         fmt = f.get("format", "")
+        base = _check_base(f.get("base"), rel, {e.path for e in entries}, mpath)
+        stages = f.get("stages")
         entries.append(
             FolderEntry(
-                rel, nums[0], sha, stored, stored_rel, nums[1], fmt if isinstance(fmt, str) else ""
+                rel,
+                nums[0],
+                sha,
+                stored,
+                stored_rel,
+                nums[1],
+                fmt if isinstance(fmt, str) else "",
+                base,
+                stages if isinstance(stages, dict) else None,
             )
         )
     directories = [_check_rel(d, mpath) for d in dirs]
@@ -540,6 +663,25 @@ def read_manifest(
         _inside(root, e.stored_path, mpath, links)
     writer = doc.get("writer")
     return FolderResult(str(root), "", entries, directories, writer=str(writer or "?"))
+
+
+def _check_base(base: object, rel: str, earlier: set[str], where: Path) -> dict[str, str] | None:
+    """A manifest entry's base: an earlier file of the folder, or a SHA-256 from outside."""
+    if base is None:
+        return None
+    if isinstance(base, dict) and "path" in base:
+        ref = _check_rel(base["path"], where)
+        if ref not in earlier:
+            raise FormatError(f"{rel}: base {ref!r} is not an earlier file", path=where)
+        return {"path": ref}
+    if (
+        isinstance(base, dict)
+        and isinstance(base.get("sha256"), str)
+        and _SHA.match(base["sha256"])
+        and isinstance(base.get("name", ""), str)
+    ):
+        return {"name": base.get("name", ""), "sha256": base["sha256"]}
+    raise FormatError(f"{rel}: 'base' is malformed", path=where)
 
 
 def _check_unique(paths: list[str], dirs: list[str], where: Path, what: str) -> None:
@@ -565,6 +707,7 @@ def decompress_dir(
     force: bool = False,
     progress: Progress | None = None,
     link_root: str | os.PathLike | None = None,
+    base: str | os.PathLike | None = None,
 ) -> FolderResult:
     """Restore the original folder from the compressed folder ``src_dir`` (default: minus ``.zm``).
 
@@ -572,7 +715,8 @@ def decompress_dir(
     must match it (and each ``.zm`` file's own checksums are verified as it is decoded). The
     output is built in a temporary sibling and renamed into place, so any mismatch leaves no
     output. Files in ``src_dir`` that the manifest does not list are ignored. ``link_root``: see
-    :func:`read_manifest`.
+    :func:`read_manifest`. ``base``: the base folder the folder was compressed against, when
+    it was (files stored against an earlier file of the folder need nothing).
     """
     from . import api
 
@@ -601,16 +745,62 @@ def decompress_dir(
                         f"cannot copy: {exc.strerror or exc}", path=stored
                     ) from None
             else:
-                with api.open(stored) as f:
-                    sha, n = f.source["sha256"], int(f.source["size"])
-                _check_entry(e, n, sha, stored)  # before decoding: fail fast
-                cb = ticker.file()
-                api.decompress_file(stored, dst, threads=threads, check_sha256=True, progress=cb)
+                # a base inside the folder is an earlier file: restored and checked by now
+                bm = _entry_base(e, manifest, tmp, base, threads, restored=True)
+                try:
+                    with api.open(stored, base=bm) as f:
+                        sha, n = f.source["sha256"], int(f.source["size"])
+                    _check_entry(e, n, sha, stored)  # before decoding: fail fast
+                    cb = ticker.file()
+                    api.decompress_file(
+                        stored, dst, threads=threads, check_sha256=True, progress=cb, base=bm
+                    )
+                finally:
+                    if bm is not None:
+                        bm.close()
                 ticker.finish(e.size)
             _check_entry(e, n, sha, stored)
     manifest.input, manifest.output = str(src), str(out)
     manifest.seconds = time.perf_counter() - t0
     return manifest
+
+
+def _entry_base(
+    e: FolderEntry,
+    manifest: FolderResult,
+    root: Path,
+    base: str | os.PathLike | None,
+    threads: int,
+    *,
+    restored: bool,
+):
+    """The base the stored file of ``e`` needs (None when it needs none).
+
+    An earlier file of the folder: with ``restored``, the file restored under ``root``
+    (checked against its SHA-256 already); otherwise the stored one in ``root``, itself
+    opened with its own base. A base from outside: ``base``, the folder it came from.
+    """
+    from .base import BaseMismatchError, open_base
+
+    if not e.base:
+        return None
+    ref = e.base.get("path")
+    if ref is None:
+        if base is None:
+            raise BaseMismatchError(
+                f"{e.path} was compressed against base {e.base.get('name')!r} with SHA-256 "
+                f"{e.base['sha256']}; decoding it needs that base",
+                path=root,
+                hint="pass the base folder with --base BASE (base= in Python)",
+            )
+        return open_base(base, rel=e.path, exact=True, threads=threads)
+    other = next(x for x in manifest.files if x.path == ref)
+    if restored:
+        return open_base(root / other.path, sha256=other.sha256, name=other.path)
+    if other.stored == COPY:
+        return open_base(root / other.stored_path, sha256=other.sha256, name=other.path)
+    inner = _entry_base(other, manifest, root, base, threads, restored=False)
+    return open_base(root / other.stored_path, base=inner, threads=threads, owns_base=True)
 
 
 def _check_entry(e: FolderEntry, size: int, sha: str, where: Path) -> None:
@@ -631,12 +821,14 @@ def verify_dir(
     against: str | os.PathLike | None = None,
     threads: int = 0,
     progress: Progress | None = None,
+    base: str | os.PathLike | None = None,
 ) -> FolderResult:
     """Decode every stored file and check it against the manifest; nothing is written.
 
     With ``against`` (the original folder) also compare each file byte for byte and check that
     both trees list the same files and empty folders. A mismatch raises
-    :class:`VerifyMismatchError` naming the file.
+    :class:`VerifyMismatchError` naming the file. ``base``: as for :func:`decompress_dir` (a
+    file stored against an earlier one is checked against that one's stored form).
     """
     from . import api
 
@@ -667,7 +859,12 @@ def verify_dir(
                 _check_entry(e, *_hash_file(other), other)
         else:
             cb = ticker.file()
-            rep = api.verify_file(stored, against=other, threads=threads, progress=cb)
+            bm = _entry_base(e, manifest, root, base, threads, restored=False)
+            try:
+                rep = api.verify_file(stored, against=other, threads=threads, progress=cb, base=bm)
+            finally:
+                if bm is not None:
+                    bm.close()
             ticker.finish(e.size)
             _check_entry(e, rep.source_bytes, rep.sha256, stored)
     manifest.output = str(against) if against is not None else ""
