@@ -24,7 +24,7 @@ from safetensors.numpy import save_file
 
 from hubserver import HubServer
 from zipmodel import hub
-from zipmodel.errors import HubError, OutputExistsError
+from zipmodel.errors import HubError, OutputExistsError, ZipmodelError
 from zipmodel.folder import MANIFEST
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,6 +144,31 @@ def test_push_leaves_out_git_and_uploads_a_compressed_folder_as_is(tmp_path, ser
     push(server, tmp_path / "plain.zm", repo="alice/plain")
     assert "model.safetensors.zm" in server.uploaded("alice/plain")
     assert tree(hub.download("alice/plain", token="hf_read", **env)) == tree(plain)
+
+
+def test_push_lossy_says_so_and_pulls_the_dequantized_weights(tmp_path, server, env):
+    from safetensors.numpy import load_file
+
+    src = make_model(tmp_path / "tiny")
+    lossless = push(server, src, repo="alice/exact")
+    res = push(server, src, repo="alice/int8", lossy="int8")
+    assert res.lossy and not lossless.lossy
+    assert res.uploaded_bytes < lossless.uploaded_bytes * 0.6
+    card = server.files("alice/int8")["README.md"].decode()
+    assert "lossily" in card and "--lossy int8" in card
+    assert "losslessly" in server.files("alice/exact")["README.md"].decode()
+    out = hub.download("alice/int8", token="hf_read", **env)
+    a, b = load_file(src / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].shape == b[k].shape and a[k].dtype == b[k].dtype
+        assert np.abs(a[k] - b[k]).max() <= np.abs(a[k]).max() / 100  # int8: within a step
+    assert (out / "config.json").read_bytes() == (src / "config.json").read_bytes()
+    import zipmodel
+
+    zipmodel.compress_dir(src, tmp_path / "tiny.zm")
+    with pytest.raises(ZipmodelError, match="compressed already"):
+        push(server, tmp_path / "tiny.zm", lossy="int8")
 
 
 def test_push_needs_a_write_token(tmp_path, server):
@@ -376,6 +401,22 @@ def test_cli_pull_offline_uses_the_cache(tmp_path, server):
     assert len(server.log) == before, "offline: no request"
     r = zipmodel_cli("pull", "alice/other", env={**env, "HF_HUB_OFFLINE": "1"}, check=False)
     assert r.returncode == 1 and "not in the local cache" in r.stderr
+
+
+def test_cli_push_lossy_options(tmp_path, server):
+    src = make_model(tmp_path / "tiny")
+    env = cli_env(tmp_path, server)
+    r = zipmodel_cli("push", "alice/tiny", str(src), "--keep", "embed.*", env=env, check=False)
+    assert r.returncode == 2 and "--lossy" in r.stderr  # --keep without a lossy stage
+    r = zipmodel_cli(
+        "push", "alice/tiny", str(src), "--lossy", "nf4", "--keep", "embed.*", "--json", env=env
+    )
+    doc = json.loads(r.stdout)
+    assert (
+        doc["ok"]
+        and doc["lossy"]
+        and "--lossy nf4" in server.files("alice/tiny")["README.md"].decode()
+    )
 
 
 def test_killed_pull_leaves_no_complete_looking_folder(tmp_path, server):

@@ -183,6 +183,7 @@ class PushResult:
     uploaded_files: int
     uploaded_bytes: int  # bytes of the files handed to upload_folder (card and manifest included)
     seconds: float = 0.0
+    lossy: bool = False  # weights quantized (a pull gives the dequantized weights back)
 
     def to_json(self) -> dict[str, Any]:
         f = self.folder
@@ -198,6 +199,7 @@ class PushResult:
             "uploaded_files": self.uploaded_files,
             "uploaded_bytes": self.uploaded_bytes,
             "ratio": round(self.uploaded_bytes / f.original_bytes, 6) if f.original_bytes else 1.0,
+            "lossy": self.lossy,
             "seconds": round(self.seconds, 4),
         }
 
@@ -216,6 +218,7 @@ def upload(
     min_size: int | None = None,
     follow_symlinks: bool = False,
     progress: Progress | None = None,
+    **lossy: Any,
 ) -> PushResult:
     """Compress the model folder or file ``path`` and upload it to the Hub repository ``repo_id``.
 
@@ -226,6 +229,10 @@ def upload(
     already compressed (holding ``zipmodel.json``) is uploaded as it is. Files already in the
     repository that the upload does not overwrite are kept. ``.git/`` and ``.cache/`` are left
     out, as ``upload_folder`` would. Returns a :class:`PushResult`.
+
+    ``lossy``: :func:`zipmodel.compress_dir`'s lossy keywords (``lossy="int8"``, ``keep``,
+    ``only``, ...; ``docs/lossy.md``). The model card then says the weights are quantized, and a
+    pull restores the dequantized weights, not the original bytes.
     """
     hf = _hf()
     t0 = time.perf_counter()
@@ -238,11 +245,18 @@ def upload(
     with tempfile.TemporaryDirectory(prefix="zipmodel-push-") as tmp:
         staged = Path(tmp) / "repo"
         if is_zm_folder(src):
+            if lossy:
+                raise ZipmodelError(
+                    "is compressed already; lossy options apply when compressing",
+                    path=src,
+                    hint="push the original folder with the lossy options instead",
+                )
             read_manifest(src)  # refuse a broken manifest before uploading it
             shutil.copytree(src, staged, symlinks=False)
             result = read_manifest(staged)
         else:
             kw: dict[str, Any] = {"level": level, "threads": threads, "progress": progress}
+            kw.update(lossy)
             if min_size is not None:
                 kw["min_size"] = min_size
             view = _source_view(src, Path(tmp) / "source")
@@ -251,7 +265,8 @@ def upload(
             )
             result.input = str(src)
         rev = revision or "main"
-        _write_card(staged, repo_id, rev, result)
+        is_lossy = bool(lossy.get("lossy") or lossy.get("mantissa_bits") is not None)
+        _write_card(staged, repo_id, rev, result, _lossy_note(lossy) if is_lossy else "")
         sizes = [p.stat().st_size for p in staged.rglob("*") if p.is_file()]
         with _hub_errors(repo_id, revision, endpoint, writing=True):
             if "/" not in repo_id:  # "name" means the token owner's namespace
@@ -275,6 +290,7 @@ def upload(
         uploaded_files=len(sizes),
         uploaded_bytes=sum(sizes),
         seconds=time.perf_counter() - t0,
+        lossy=is_lossy,
     )
 
 
@@ -297,7 +313,16 @@ def _source_view(src: Path, view: Path) -> Path | None:
     return view
 
 
-def _write_card(staged: Path, repo_id: str, revision: str, result: FolderResult) -> None:
+def _lossy_note(lossy: dict[str, Any]) -> str:
+    parts = [f"--lossy {lossy['lossy']}"] if lossy.get("lossy") else []
+    if lossy.get("mantissa_bits") is not None:
+        parts.append(f"--mantissa-bits {lossy['mantissa_bits']}")
+    return " ".join(parts)
+
+
+def _write_card(
+    staged: Path, repo_id: str, revision: str, result: FolderResult, lossy: str = ""
+) -> None:
     """Make README.md the model card with the restore note; keep the source's README intact."""
     original = ""
     entry = next((e for e in result.files if e.path == CARD_NAME), None)
@@ -319,12 +344,16 @@ def _write_card(staged: Path, repo_id: str, revision: str, result: FolderResult)
         read_manifest(staged)
     elif (staged / CARD_NAME).exists():
         return  # README.md is stored compressed (README.md.zm) or is an unlisted card: keep it
-    (staged / CARD_NAME).write_text(model_card(repo_id, revision, result, original), "utf-8")
+    card = model_card(repo_id, revision, result, original, lossy=lossy)
+    (staged / CARD_NAME).write_text(card, "utf-8")
 
 
-def model_card(repo_id: str, revision: str, result: FolderResult, original: str = "") -> str:
+def model_card(
+    repo_id: str, revision: str, result: FolderResult, original: str = "", *, lossy: str = ""
+) -> str:
     """The repository's README.md: the original card's metadata with a ``zipmodel`` tag, the
-    restore instructions, then the original card's text."""
+    restore instructions, then the original card's text. ``lossy``: the options that quantized
+    the weights (then the note says so)."""
     from huggingface_hub import ModelCard
 
     try:
@@ -339,12 +368,18 @@ def model_card(repo_id: str, revision: str, result: FolderResult, original: str 
     rev = f" --revision {revision}" if revision != "main" else ""
     rev_py = f', revision="{revision}"' if revision != "main" else ""
     pct = 100 * result.ratio
+    how = (
+        f"**lossily** (`zipmodel compress {lossy}`: quantized weights, restored dequantized in "
+        "their original dtypes, not the original bytes; `zipmodel info` shows the measured error)"
+        if lossy
+        else "losslessly"
+    )
     note = f"""<!-- zipmodel: restore note -->
 > [!NOTE]
 > The weights in this repository are compressed with [zipmodel](https://pypi.org/project/zipmodel/),
-> losslessly ({len(result.files)} files, {result.original_bytes:,} bytes stored as
+> {how} ({len(result.files)} files, {result.original_bytes:,} bytes stored as
 > {result.stored_bytes:,}, {pct:.1f}%); `zipmodel.json` lists every original file and its SHA-256.
-> To get the original model folder (every file checked against that list):
+> To get the model folder back (every file checked):
 >
 > ```bash
 > pip install zipmodel

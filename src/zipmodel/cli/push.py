@@ -7,7 +7,7 @@ import sys
 import click
 
 from ._errors import EXIT_OK, exit_code_for, message_for, report
-from ._options import ByteSize, output_options, threads_option
+from ._options import ByteSize, lossy_kwargs, lossy_options, output_options, threads_option
 from ._output import Output, human_bytes
 
 
@@ -74,6 +74,7 @@ def emit_error(out: Output, schema: str, exc: Exception) -> int:
     is_flag=True,
     help="Store the targets of symlinks that point outside the folder (a Hugging Face cache snapshot).",
 )
+@lossy_options
 @output_options
 def push(
     repo_id,
@@ -86,6 +87,13 @@ def push(
     level,
     min_size,
     follow_symlinks,
+    lossy,
+    mantissa_bits,
+    group_size,
+    per_tensor,
+    asymmetric,
+    keep,
+    only,
     quiet,
     json_mode,
     no_progress,
@@ -98,9 +106,13 @@ def push(
     missing (private with --private); files already in it are kept. A folder that is already
     compressed (PATH.zm/ from zipmodel compress) is uploaded as it is. Nothing is written next
     to PATH: the compressed folder is staged in $TMPDIR.
+
+    --lossy PRESET (and --keep/--only, docs/lossy.md) quantizes the weights first: the model
+    card says so, and a pull gives back the dequantized weights, not the original bytes.
     """
     from .. import hub
 
+    lossy_kw = lossy_kwargs(lossy, mantissa_bits, group_size, per_tensor, asymmetric, keep, only)
     out = Output(quiet=quiet, json_mode=json_mode, progress=not no_progress)
     try:
         quiet_hub(out)
@@ -117,6 +129,7 @@ def push(
                 min_size=min_size,
                 follow_symlinks=follow_symlinks,
                 progress=advance,
+                **lossy_kw,
             )
     except Exception as exc:
         sys.exit(emit_error(out, "zipmodel.push/1", exc))
@@ -125,6 +138,7 @@ def push(
         f"{path} -> {res.repo_id}@{res.revision}  {len(f.files)} files ({f.compressed_files} "
         f"compressed)  {human_bytes(f.original_bytes)} -> {human_bytes(res.uploaded_bytes)} "
         f"uploaded  ({100 * res.uploaded_bytes / max(f.original_bytes, 1):.2f}%)"
+        + ("  lossy" if res.lossy else "")
     )
     out.line(f"  commit {res.commit_url}")
     rev = f" --revision {res.revision}" if res.revision != "main" else ""
