@@ -564,8 +564,10 @@ class ZmFile:
         self.name = self._reader.name
         self.threads = threads
         self._base: BaseModel | None = None  # a base opened here, closed with this file
+        # Opened without the base it needs: the index (keys, info) reads; decoding raises.
+        self._missing_base = context is None and base is None and bool(self._reader.index.base)
         try:
-            if context is None:
+            if context is None and not self._missing_base:
                 context, self._base = context_for(
                     self._reader.index, base, path=self.name, threads=threads
                 )
@@ -637,6 +639,8 @@ class ZmFile:
     def get_bytes(self, name: str) -> np.ndarray:
         """The raw bytes of tensor ``name`` as a uint8 array (decoding only its frames;
         dequantized for a tensor a lossy stage stored)."""
+        if self._missing_base:  # raises, naming the base's SHA-256
+            context_for(self._reader.index, None, path=self.name)
         return decode_segment(
             self._reader, self._entry(name), threads=self.threads, context=self.context
         )
@@ -689,6 +693,8 @@ def open(
     """Open a container for lazy reading: ``keys()``, ``metadata()``, ``get_tensor(name)``.
 
     ``context`` is what tensor stages need to decode (the base model of a delta file);
-    ``base`` gives that base as a file, ``.zm`` or folder instead (docs/delta.md).
+    ``base`` gives that base as a file, ``.zm`` or folder instead (docs/delta.md). A delta
+    file opened without its base still lists its tensors; reading one raises, naming the
+    base's SHA-256. A different base fails here.
     """
     return ZmFile(file, threads=threads, context=context, base=base)

@@ -151,3 +151,12 @@ def lossy_kwargs(lossy, mantissa_bits, group_size, per_tensor, asymmetric, keep,
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     return kw
+
+
+def base_option(help: str):
+    """--base BASE: the base model of a fine-tune (file, .zm or folder; docs/delta.md)."""
+
+    def deco(f):
+        return click.option("--base", type=click.Path(exists=True), metavar="BASE", help=help)(f)
+
+    return deco

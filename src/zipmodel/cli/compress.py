@@ -14,6 +14,7 @@ from ..formats import FORMATS
 from ._errors import EXIT_OK, exit_code_for, report
 from ._options import (
     ByteSize,
+    base_option,
     lossy_kwargs,
     lossy_options,
     output_options,
@@ -79,6 +80,13 @@ from ._stdin import spooled_stdin
     "Face cache snapshot) instead of failing.",
 )
 @lossy_options
+@base_option(
+    "Store each tensor the base model also has (same name, dtype, shape) against it: as "
+    "nothing when equal, else the smallest of itself, its XOR or its difference with the "
+    "base's (lossless; a fine-tune shrinks to what changed). A file, .zm or folder; for a "
+    "folder input, a folder whose files match by relative path. Decompressing needs the "
+    "same base (its SHA-256 is recorded).",
+)
 @output_options
 def compress(
     paths,
@@ -101,6 +109,7 @@ def compress(
     asymmetric,
     keep,
     only,
+    base,
     quiet,
     json_mode,
     no_progress,
@@ -122,6 +131,10 @@ def compress(
     (--keep/--only; docs/lossy.md), and prints each one's measured error; the quantized codes
     are still entropy coded. Decompressing gives the original dtypes and shapes back,
     dequantized.
+
+    --base BASE stores a fine-tune against its base model, losslessly (docs/delta.md):
+    decompress, verify and zipmodel.load then need --base (base=) too. Within a folder,
+    tensors repeated across its files are stored once either way.
     """
     from .. import api
 
@@ -129,6 +142,8 @@ def compress(
     lossy_kw = lossy_kwargs(lossy, mantissa_bits, group_size, per_tensor, asymmetric, keep, only)
     if lossy_kw and remove:
         raise click.UsageError("--rm with a lossy stage would delete the only exact copy")
+    if lossy_kw and base:
+        raise click.UsageError("--base and a lossy stage cannot be combined")
     if (output or to_stdout) and len(paths) > 1:
         raise click.UsageError("-o/--output and -c/--stdout take a single input")
     if to_stdout and output:
@@ -155,6 +170,7 @@ def compress(
                         chunk_size=chunk_size,
                         min_size=min_size,
                         follow_symlinks=follow_symlinks,
+                        base=base,
                         **lossy_kw,
                     )
                 )
@@ -183,6 +199,7 @@ def compress(
                     force=force,
                     progress=advance,
                     name="" if stdin else None,
+                    base=base,
                     **lossy_kw,
                 )
             if stdout_mode:
@@ -201,7 +218,7 @@ def compress(
             if rep.note:
                 out.line(f"zipmodel: note: {path}: {rep.note}")
             if remove:
-                api.verify_file(rep.output, against=path, threads=threads)
+                api.verify_file(rep.output, against=path, threads=threads, base=base)
                 os.unlink(path)
             out.line(
                 f"{rep.input} -> {rep.output}  {human_bytes(rep.input_bytes)} -> "
@@ -240,7 +257,7 @@ def _compress_folder(out: Output, path: str, output, *, remove: bool, threads: i
         rep = folder.compress_dir(path, output, threads=threads, progress=advance, **kw)
     kept = ""
     if remove:
-        folder.verify_dir(rep.output, against=path, threads=threads)
+        folder.verify_dir(rep.output, against=path, threads=threads, base=kw.get("base"))
         gone = folder.remove_listed(path, [e.path for e in rep.files], rep.directories)
         kept = "  (input removed)" if gone else "  (input files removed; unlisted ones kept)"
     out.line(folder_line(rep) + kept)

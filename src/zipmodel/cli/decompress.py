@@ -9,7 +9,7 @@ import sys
 import click
 
 from ._errors import EXIT_OK, exit_code_for, report
-from ._options import output_options, threads_option, write_options
+from ._options import base_option, output_options, threads_option, write_options
 from ._output import Output, human_bytes
 from ._stdin import spooled_stdin
 
@@ -24,9 +24,14 @@ from ._stdin import spooled_stdin
     help="Also recompute the SHA-256 of the restored file and compare it with the one recorded "
     "at compression (per-chunk checksums are always verified).",
 )
+@base_option(
+    "The base model the input was compressed against (compress --base): a file, .zm or "
+    "folder with the same SHA-256. Without it, or with another base, decompressing fails "
+    "naming the SHA-256 expected.",
+)
 @output_options
 def decompress(
-    paths, output, to_stdout, force, remove, threads, check, quiet, json_mode, no_progress
+    paths, output, to_stdout, force, remove, threads, check, base, quiet, json_mode, no_progress
 ):
     """Restore the original files: PATH.zm -> PATH, byte for byte.
 
@@ -57,7 +62,7 @@ def decompress(
             if path != "-" and os.path.isdir(path):
                 if to_stdout:
                     raise click.UsageError("-c/--stdout cannot write a folder")
-                folders.append(_decompress_folder(out, path, output, force, remove, threads))
+                folders.append(_decompress_folder(out, path, output, force, remove, threads, base))
                 continue
             stdout_mode = to_stdout or (path == "-" and not output)
             if stdout_mode and sys.stdout.isatty() and not force:
@@ -76,6 +81,7 @@ def decompress(
                     force=force,
                     check_sha256=check or remove,
                     progress=advance,
+                    base=base,
                 )
             if path == "-":
                 rep.input = "-"
@@ -109,12 +115,14 @@ def decompress(
     sys.exit(code)
 
 
-def _decompress_folder(out: Output, path: str, output, force, remove, threads) -> dict:
+def _decompress_folder(out: Output, path: str, output, force, remove, threads, base) -> dict:
     from .. import folder
     from .compress import folder_line
 
     with out.progress(f"decompress {os.path.basename(os.path.abspath(path))}/") as advance:
-        rep = folder.decompress_dir(path, output, threads=threads, force=force, progress=advance)
+        rep = folder.decompress_dir(
+            path, output, threads=threads, force=force, progress=advance, base=base
+        )
     kept = ""
     if remove:  # every file was checked against its SHA-256 while being restored
         stored = [e.stored_path for e in rep.files] + [folder.MANIFEST]

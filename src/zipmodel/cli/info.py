@@ -65,6 +65,7 @@ def info(paths, json_mode, tensors, sort):
                 )
             if s.base is not None:
                 out.line(f"  base {s.base.get('name', '?')}  sha256 {s.base.get('sha256')}")
+                out.line("  against the base: " + _delta_mix(s.tensors))
             out.table(dtype_table(s))
             if s.lossy:
                 out.table(quality_table(s))
@@ -79,6 +80,21 @@ def info(paths, json_mode, tensors, sort):
     if json_mode:
         out.emit_json({"schema": "zipmodel.info/1", "files": docs, "folders": folders})
     sys.exit(code)
+
+
+def _delta_mix(tensors) -> str:
+    """Tensors by how they are stored against a base: count, original -> stored bytes."""
+    groups: dict[str, list[int]] = {}
+    for t in tensors:
+        g = groups.setdefault(t.stage or "standalone", [0, 0, 0])
+        g[0] += 1
+        g[1] += t.original_bytes
+        g[2] += t.compressed_bytes
+    names = {"same": "unchanged (stored as nothing)", "xor": "xor delta", "sub": "sub delta"}
+    return ", ".join(
+        f"{names.get(k, k)} {n} ({human_bytes(a)} -> {human_bytes(b)})"
+        for k, (n, a, b) in sorted(groups.items(), key=lambda kv: -kv[1][1])
+    )
 
 
 def _tensor_table(rows, sort):
@@ -188,6 +204,17 @@ def _folder_info(out: Output, path: str) -> dict:
         style="bold",
     )
     out.table(t)
+    for e in rep.files:  # stored against another file (dedup across the folder) or a base
+        if e.base:
+            against = e.base.get("path") or f"base {e.base.get('name')} ({e.base['sha256'][:16]}…)"
+            mix = ", ".join(f"{k} {n} ({human_bytes(b)})" for k, (n, b) in (e.stages or {}).items())
+            out.line(f"  {e.path}: stored against {against}: {mix}")
+    tot = rep.totals()
+    if tot.get("deduplicated_tensors"):
+        out.line(
+            f"  {tot['deduplicated_tensors']} tensors ({human_bytes(tot['deduplicated_bytes'])}) "
+            "stored once: the same bytes as a tensor of an earlier file or the base"
+        )
     if zm:
         out.table(dtype_table(dtypes, title="compressed files by dtype"))
     d = rep.to_json(files=True)

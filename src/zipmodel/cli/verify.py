@@ -8,7 +8,7 @@ import sys
 import click
 
 from ._errors import EXIT_OK, exit_code_for, report
-from ._options import threads_option
+from ._options import base_option, threads_option
 from ._output import Output, human_bytes
 
 
@@ -21,10 +21,14 @@ from ._output import Output, human_bytes
     "folder (one input only).",
 )
 @threads_option
+@base_option(
+    "The base model the containers were compressed against (compress --base): a file, .zm "
+    "or folder with the same SHA-256; a missing or different one fails with exit code 1.",
+)
 @click.option("--json", "json_mode", is_flag=True, help="Print the results as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("--no-progress", is_flag=True, help="Never show a progress bar.")
-def verify(paths, against, threads, json_mode, quiet, no_progress):
+def verify(paths, against, threads, base, json_mode, quiet, no_progress):
     """Decode containers completely and check every checksum and the source's SHA-256.
 
     Nothing is written. A lossy container (compress --lossy) cannot reproduce its source: its
@@ -44,10 +48,12 @@ def verify(paths, against, threads, json_mode, quiet, no_progress):
     for path in paths:
         try:
             if os.path.isdir(path):
-                results.append(_verify_folder(out, path, against, threads))
+                results.append(_verify_folder(out, path, against, threads, base))
                 continue
             with out.progress(f"verify {path}") as advance:
-                rep = api.verify_file(path, against=against, threads=threads, progress=advance)
+                rep = api.verify_file(
+                    path, against=against, threads=threads, progress=advance, base=base
+                )
             if rep.lossy:
                 out.line(
                     f"{path}: OK (lossy)  {human_bytes(rep.source_bytes)} restored, every chunk "
@@ -70,11 +76,11 @@ def verify(paths, against, threads, json_mode, quiet, no_progress):
     sys.exit(code)
 
 
-def _verify_folder(out: Output, path: str, against, threads) -> dict:
+def _verify_folder(out: Output, path: str, against, threads, base) -> dict:
     from .. import folder
 
     with out.progress(f"verify {path}") as advance:
-        rep = folder.verify_dir(path, against=against, threads=threads, progress=advance)
+        rep = folder.verify_dir(path, against=against, threads=threads, progress=advance, base=base)
     out.line(
         f"{path}: OK  {len(rep.files)} files, {human_bytes(rep.original_bytes)} restored, "
         f"every SHA-256 matches {folder.MANIFEST}"
