@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
+import ml_dtypes
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from safetensors.numpy import load_file, save_file
 
+import zipmodel
+from zipmodel import api, folder
+from zipmodel.base import BaseMismatchError
+from zipmodel.cli import cli
+from zipmodel.container.reader import ContainerReader
 from zipmodel.readers.base import TENSOR, Segment
 from zipmodel.stages.delta import (
     DELTA_STAGES,
@@ -149,3 +161,258 @@ def test_choose_delta_samples_large_tensors_and_spots_identical_ones():
     out = np.empty(ft.nbytes, np.uint8)
     SAME.decode([], out, seg, {}, _ctx(base.view(np.uint8)))
     assert np.array_equal(out, base.view(np.uint8))
+
+
+# -- end to end: --base through the API, the CLI and folders ---------------------------------
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(Path(p).read_bytes()).hexdigest()
+
+
+def _stages(zm: Path) -> dict[str, str]:
+    """Tensor name -> how the container stores it ("standalone" or the stage's name)."""
+    with ContainerReader(zm) as r:
+        return {
+            e.segment.name: (e.stage.name if e.stage is not None else "standalone")
+            for e in r.index.segments
+            if e.segment.kind == TENSOR
+        }
+
+
+def _write_pair(root: Path) -> tuple[Path, Path]:
+    """A base and a fine-tune of it, covering every case a tensor can be in."""
+    rng = np.random.default_rng(3)
+    edge = np.tile(EDGE_F32, 512).view(np.float32)
+    base = {
+        "embed.weight": (rng.standard_normal((512, 256)) * 0.05).astype(np.float32),
+        "layer.0.weight": (rng.standard_normal((256, 256)) * 0.05).astype(np.float32),
+        "layer.1.weight": (rng.standard_normal((256, 256)) * 0.05).astype(ml_dtypes.bfloat16),
+        "layer.1.bias": (rng.standard_normal(4096) * 0.05).astype(np.float16),
+        "frozen.weight": (rng.standard_normal((128, 128)) * 0.05).astype(np.float32),
+        "edge": edge,
+        "position_ids": np.arange(2048, dtype=np.int64),
+        "reshaped": (rng.standard_normal((64, 64)) * 0.05).astype(np.float32),
+        "retyped": (rng.standard_normal((64, 64)) * 0.05).astype(np.float32),
+        "dropped": (rng.standard_normal(1000)).astype(np.float32),
+    }
+    ft = dict(base)
+    del ft["dropped"]
+    for k in ("embed.weight", "layer.0.weight"):  # a light fine-tune
+        ft[k] = (base[k] + rng.standard_normal(base[k].shape).astype(np.float32) * 1e-4).astype(
+            np.float32
+        )
+    b = base["layer.1.weight"].astype(np.float32)
+    ft["layer.1.weight"] = (b + rng.standard_normal(b.shape) * 1e-3).astype(ml_dtypes.bfloat16)
+    e2 = edge.view(np.uint32).copy()
+    e2[::3] ^= 1  # low bit flips on every kind of pattern (NaN payloads, -0, inf, subnormal)
+    ft["edge"] = e2.view(np.float32)
+    ft["reshaped"] = base["reshaped"].reshape(32, 128)
+    ft["retyped"] = base["retyped"].astype(np.float16)
+    ft["head.weight"] = (rng.standard_normal((2, 256)) * 0.05).astype(np.float32)  # new
+    root.mkdir(parents=True, exist_ok=True)
+    save_file(base, str(root / "base.safetensors"), metadata={"format": "pt"})
+    save_file(ft, str(root / "ft.safetensors"), metadata={"format": "pt"})
+    return root / "base.safetensors", root / "ft.safetensors"
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[Path, Path]:
+    return _write_pair(tmp_path / "pair")
+
+
+def test_base_round_trip_and_per_tensor_choices(pair, tmp_path):
+    base, ft = pair
+    alone = api.compress_file(ft, tmp_path / "alone.zm")
+    rep = api.compress_file(ft, tmp_path / "d.zm", base=base)
+    assert rep.output_bytes < alone.output_bytes
+    st = _stages(tmp_path / "d.zm")
+    assert st["frozen.weight"] == st["position_ids"] == st["layer.1.bias"] == "same"
+    assert st["embed.weight"] in ("xor", "sub") and st["layer.0.weight"] in ("xor", "sub")
+    assert st["layer.1.weight"] in ("xor", "sub") and st["edge"] in ("xor", "sub")
+    # not candidates: another shape, another dtype, not in the base
+    assert st["reshaped"] == st["retyped"] == st["head.weight"] == "standalone"
+    api.decompress_file(tmp_path / "d.zm", tmp_path / "out", base=base, check_sha256=True)
+    assert _sha(tmp_path / "out") == _sha(ft)
+    with ContainerReader(tmp_path / "d.zm") as r:
+        assert r.index.base == {"name": "base.safetensors", "sha256": _sha(base)}
+
+
+def test_an_unrelated_base_changes_nothing(pair, tmp_path):
+    _, ft = pair
+    rng = np.random.default_rng(9)
+    other = tmp_path / "other.safetensors"
+    save_file(
+        {"embed.weight": (rng.standard_normal((512, 256)) * 0.05).astype(np.float32)}, str(other)
+    )
+    alone = api.compress_file(ft, tmp_path / "alone.zm")
+    rep = api.compress_file(ft, tmp_path / "d.zm", base=other)
+    # nothing paid: the same container as without a base, which then needs no base either
+    assert (tmp_path / "d.zm").read_bytes() == (tmp_path / "alone.zm").read_bytes()
+    assert rep.output_bytes == alone.output_bytes
+    api.decompress_file(tmp_path / "d.zm", tmp_path / "out")
+    assert _sha(tmp_path / "out") == _sha(ft)
+
+
+def test_base_as_zm_as_folder_and_as_compressed_folder(pair, tmp_path):
+    base, ft = pair
+    want = api.compress_file(ft, tmp_path / "ref.zm", base=base)
+    ref = (tmp_path / "ref.zm").read_bytes()
+    api.compress_file(base, tmp_path / "base.safetensors.zm")
+    bdir = tmp_path / "bdir"
+    bdir.mkdir()
+    (bdir / "ft.safetensors").write_bytes(base.read_bytes())  # matched by relative path
+    (bdir / "notes.txt").write_text("not a weight")
+    zdir = folder.compress_dir(bdir, tmp_path / "bdir.zm").output
+    for b in (tmp_path / "base.safetensors.zm", bdir, zdir):
+        out = tmp_path / f"x-{Path(b).name}.zm"
+        rep = api.compress_file(ft, out, base=b)
+        with ContainerReader(out) as r:  # one identity: the original's SHA-256
+            assert r.index.base["sha256"] == _sha(base)
+        if b != bdir and b != zdir:
+            assert out.read_bytes() == ref  # the recorded name is the original's too
+        assert abs(rep.output_bytes - len(ref)) < 16  # only the recorded base name differs
+        api.decompress_file(out, tmp_path / "back", base=b, force=True, check_sha256=True)
+        assert _sha(tmp_path / "back") == _sha(ft)
+    assert want.output_bytes == len(ref)
+
+
+def test_missing_or_wrong_base_names_the_sha256(pair, tmp_path):
+    base, ft = pair
+    api.compress_file(ft, tmp_path / "d.zm", base=base)
+    want = _sha(base)
+    with pytest.raises(BaseMismatchError, match=want):
+        api.decompress_file(tmp_path / "d.zm", tmp_path / "out")
+    with pytest.raises(BaseMismatchError, match=f"{want}.*{ft}.*{_sha(ft)}"):
+        api.decompress_file(tmp_path / "d.zm", tmp_path / "out", base=ft)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(BaseMismatchError, match=want):
+        api.verify_file(tmp_path / "d.zm")
+    with pytest.raises(BaseMismatchError, match=want):
+        zipmodel.load(tmp_path / "d.zm")
+    # open() without the base still reads the index; decoding a tensor needs the base
+    with zipmodel.open(tmp_path / "d.zm") as f:
+        assert "embed.weight" in f
+        with pytest.raises(BaseMismatchError, match=want):
+            f.get_tensor("embed.weight")
+    with pytest.raises(BaseMismatchError, match=want):
+        zipmodel.open(tmp_path / "d.zm", base=ft)
+
+
+def test_open_and_load_stream_with_a_base(pair, tmp_path):
+    base, ft = pair
+    want = load_file(str(ft))
+    api.compress_file(ft, tmp_path / "d.zm", base=base)
+    with zipmodel.open(tmp_path / "d.zm", base=base, threads=2) as f:
+        assert set(f) == set(want)
+        for name in f:
+            got = f.get_tensor(name)
+            assert got.shape == want[name].shape
+            assert got.tobytes() == want[name].tobytes(), name
+    sd = zipmodel.load(tmp_path / "d.zm", base=base, threads=2)
+    assert {k: v.tobytes() for k, v in sd.items()} == {k: v.tobytes() for k, v in want.items()}
+
+
+def test_cli_base_exit_codes(pair, tmp_path):
+    base, ft = pair
+    runner = CliRunner()
+    out = tmp_path / "d.zm"
+    r = runner.invoke(cli, ["compress", str(ft), "-o", str(out), "--base", str(base)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["decompress", str(out), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1 and _sha(base) in r.output and not (tmp_path / "o").exists()
+    r = runner.invoke(cli, ["decompress", str(out), "-o", str(tmp_path / "o"), "--base", str(ft)])
+    assert r.exit_code == 1 and _sha(base) in r.output and str(ft) in r.output
+    r = runner.invoke(cli, ["verify", str(out)])
+    assert r.exit_code == 1 and _sha(base) in r.output
+    r = runner.invoke(cli, ["verify", str(out), "--base", str(base), "--against", str(ft)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["decompress", str(out), "-o", str(tmp_path / "o"), "--base", str(base)])
+    assert r.exit_code == 0 and _sha(tmp_path / "o") == _sha(ft)
+    r = runner.invoke(cli, ["info", str(out), "--no-tensors"])
+    assert (
+        r.exit_code == 0 and _sha(base) in r.output and "unchanged (stored as nothing)" in r.output
+    )
+    r = runner.invoke(cli, ["info", "--json", str(out)])
+    doc = json.loads(r.stdout)["files"][0]
+    stages = {t["name"]: t.get("stage") for t in doc["tensors"]}
+    assert stages["frozen.weight"] == "same" and stages["head.weight"] is None
+
+
+def test_folder_with_a_base_folder(pair, tmp_path):
+    base, ft = pair
+    src, bdir = tmp_path / "ft", tmp_path / "base"
+    src.mkdir()
+    bdir.mkdir()
+    (src / "model.safetensors").write_bytes(ft.read_bytes())
+    (src / "config.json").write_text("{}")
+    (bdir / "model.safetensors").write_bytes(base.read_bytes())
+    rep = folder.compress_dir(src, tmp_path / "ft.zm", base=bdir)
+    (e,) = [x for x in rep.files if x.path == "model.safetensors"]
+    assert e.base == {"name": "model.safetensors", "sha256": _sha(base)}
+    assert e.stages["same"][0] == 3
+    man = json.loads((tmp_path / "ft.zm" / folder.MANIFEST).read_text())
+    assert man["files"][-1]["base"]["sha256"] == _sha(base) or man["files"][0].get("base")
+    with pytest.raises(BaseMismatchError, match=_sha(base)):
+        folder.decompress_dir(tmp_path / "ft.zm", tmp_path / "back")
+    assert not (tmp_path / "back").exists()
+    folder.verify_dir(tmp_path / "ft.zm", against=src, base=bdir)
+    folder.decompress_dir(tmp_path / "ft.zm", tmp_path / "back", base=bdir)
+    assert _sha(tmp_path / "back" / "model.safetensors") == _sha(ft)
+
+
+def test_folder_dedup_across_files(pair, tmp_path):
+    """Several models in one folder: identical tensors (even renamed) are stored once, related
+    ones as deltas, and every file restores byte for byte (decompress and verify)."""
+    base, ft = pair
+    src = tmp_path / "models"
+    (src / "a").mkdir(parents=True)
+    (src / "b").mkdir()
+    (src / "c").mkdir()
+    (src / "a" / "model.safetensors").write_bytes(base.read_bytes())
+    (src / "b" / "model.safetensors").write_bytes(ft.read_bytes())
+    rng = np.random.default_rng(5)
+    tb = load_file(str(ft))
+    renamed = {  # the fine-tune's embedding under another name, plus a tensor of its own
+        "tok_embeddings": tb["embed.weight"],
+        "other": (rng.standard_normal((64, 64))).astype(np.float32),
+    }
+    save_file(renamed, str(src / "c" / "weights.safetensors"))
+    rep = folder.compress_dir(src, tmp_path / "models.zm")
+    by = {e.path: e for e in rep.files}
+    assert by["a/model.safetensors"].base is None
+    assert by["b/model.safetensors"].base == {"path": "a/model.safetensors"}
+    assert by["c/weights.safetensors"].base == {"path": "b/model.safetensors"}
+    assert by["c/weights.safetensors"].stages == {"same": [1, tb["embed.weight"].nbytes]}
+    assert _stages(tmp_path / "models.zm" / "c" / "weights.safetensors.zm")["tok_embeddings"] == (
+        "same"
+    )
+    tot = rep.totals()
+    assert tot["deduplicated_tensors"] >= 4  # 3 unchanged in b, the renamed one in c
+    # the .zm of c needs b, which needs a: verify walks the chain on the stored files
+    folder.verify_dir(tmp_path / "models.zm", against=src)
+    folder.decompress_dir(tmp_path / "models.zm", tmp_path / "back")
+    for p in ("a/model.safetensors", "b/model.safetensors", "c/weights.safetensors"):
+        assert _sha(tmp_path / "back" / p) == _sha(src / p)
+    r = CliRunner().invoke(cli, ["info", str(tmp_path / "models.zm")])
+    assert r.exit_code == 0 and "stored once" in r.output
+    # without dedup every file stands alone
+    solo = folder.compress_dir(src, tmp_path / "solo.zm", dedup=False)
+    assert all(e.base is None for e in solo.files)
+    assert solo.stored_bytes > rep.stored_bytes
+
+
+@pytest.mark.corpus
+def test_real_finetune_pair(corpus, tmp_path):
+    d = corpus / "finetune"
+    if not (d / "head_bf16.safetensors").exists():
+        pytest.skip("no fine-tune pairs: run python scripts/make_finetune.py")
+    for kind in ("bf16", "fp32"):
+        ft, base = d / f"head_{kind}.safetensors", d / f"base_{kind}.safetensors"
+        alone = api.compress_file(ft, tmp_path / f"a{kind}.zm")
+        rep = api.compress_file(ft, tmp_path / f"d{kind}.zm", base=base)
+        assert rep.output_bytes < 0.2 * alone.output_bytes  # only the head changed
+        st = _stages(tmp_path / f"d{kind}.zm")
+        assert sum(v == "same" for v in st.values()) >= 80  # the frozen layers cost nothing
+        api.decompress_file(tmp_path / f"d{kind}.zm", tmp_path / "o", base=base, force=True)
+        assert _sha(tmp_path / "o") == _sha(ft)
