@@ -53,8 +53,6 @@ __all__ = [
     "encode_chunk",
     "encode_stage",
     "find_duplicates",
-    "iter_decoded",
-    "iter_decoded_into",
     "iter_segments",
     "iter_source",
     "plan_chunks",
@@ -759,51 +757,6 @@ def _part_plans(
 def _windowed_pairs(items: Iterator, fn: Callable, threads: int) -> Iterator[tuple]:
     """``(item, fn(item))`` in order, for items from an iterator (see :func:`_windowed`)."""
     return _windowed(items, lambda x: (x, fn(x)), threads)
-
-
-def iter_decoded(
-    reader,
-    chunks: range | list[int] | None = None,
-    *,
-    threads: int = 0,
-    out: np.ndarray | None = None,
-    base: int = 0,
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Decode chunks (all by default) on ``threads`` threads; yield ``(chunk, bytes)`` in order.
-
-    With ``out`` each chunk is decoded in place into ``out[src_offset - base:...]`` (``out``
-    then covers the source from byte ``base``); otherwise every chunk gets its own array.
-    """
-    rows = reader.index.chunks
-    todo = list(range(len(rows))) if chunks is None else list(chunks)
-    threads = resolve_threads(threads)
-
-    def work(i: int) -> tuple[int, np.ndarray]:
-        row = rows[i]
-        off, size = int(row["src_offset"]), int(row["raw_size"])
-        buf = out[off - base : off - base + size] if out is not None else np.empty(size, np.uint8)
-        _decode_chunk_into(reader, i, buf)
-        return i, buf
-
-    yield from _windowed(todo, work, threads)
-
-
-def iter_decoded_into(
-    reader, work: list[tuple[int, np.ndarray]], *, threads: int = 0
-) -> Iterator[int]:
-    """Decode each ``(chunk, out)`` of ``work`` into its ``out`` (uint8, the chunk's size) on
-    ``threads`` threads; yield the chunk ids in the order given, each once it is decoded.
-
-    One window over many destinations: chunks of different tensors decode side by side, where
-    a call of :func:`iter_decoded` per tensor would drain the pool at every small tensor.
-    """
-    threads = resolve_threads(threads)
-
-    def one(item: tuple[int, np.ndarray]) -> int:
-        _decode_chunk_into(reader, item[0], item[1])
-        return item[0]
-
-    yield from _windowed(work, one, threads)
 
 
 def _decode_chunk_into(reader, i: int, buf: np.ndarray) -> None:
