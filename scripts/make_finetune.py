@@ -19,7 +19,7 @@ as a ``BertForSequenceClassification`` export would. Outputs (never committed)::
     ~/.cache/zipmodel-corpus/finetune/{full,head}_{fp32,bf16}.safetensors
     ~/.cache/zipmodel-corpus/finetune/manifest.json   (steps, loss, accuracy, SHA-256s)
 
-Run (torch CPU and transformers installed; about 2-4 minutes on 2 cores)::
+Run (torch CPU and transformers installed; 6.5 minutes measured on 2 shared, busy cores)::
 
     python scripts/make_finetune.py [--steps 300] [--out DIR]
 
