@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    BaseMismatchError,
     CorruptDataError,
     FormatError,
     MissingDependencyError,
@@ -27,6 +28,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BaseMismatchError",
     "CorruptDataError",
     "FormatError",
     "MissingDependencyError",

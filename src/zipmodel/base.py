@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ._io import Source
-from .errors import ZipmodelError
+from .errors import BaseMismatchError, ZipmodelError
 from .readers.base import TENSOR, Segment
 from .stages.tensor import StageContext
 
@@ -48,10 +48,6 @@ __all__ = [
 
 SUFFIX = ".zm"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
-
-
-class BaseMismatchError(ZipmodelError, ValueError):
-    """A container needs a base and none, or a different one, was given (CLI exit code 1)."""
 
 
 class BaseModel:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 __all__ = [
+    "BaseMismatchError",
     "CorruptDataError",
     "FormatError",
     "HubError",
@@ -80,6 +81,11 @@ class MissingDependencyError(ZipmodelError, ImportError):
 
 class OutputExistsError(ZipmodelError, FileExistsError):
     """The output exists and ``force`` was not given."""
+
+
+class BaseMismatchError(ZipmodelError, ValueError):
+    """A container stored against a base model (``compress --base``) was given no base, or
+    one with another SHA-256; the message names the SHA-256 expected (CLI exit code 1)."""
 
 
 class VerifyMismatchError(ZipmodelError):
