@@ -337,12 +337,108 @@ def main() -> None:
         "CorruptDataError",
         "const stream",
     )
+    stage_cases(case)
     manifest = {}
     for name, (blob, exc, frag) in sorted(cases.items()):
         (OUT / f"{name}.zm").write_bytes(blob)
         manifest[f"{name}.zm"] = {"error": exc, "message": frag}
     (OUT / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {len(cases)} hostile files to {OUT}")
+
+
+def staged_container(lossy: str | None = "int8", **kw) -> bytes:
+    """A small format-1.2 container: one F32 matrix through a tensor stage, one bias kept."""
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((64, 96)).astype(np.float32)
+    b = rng.standard_normal(96).astype(np.float32)
+    data = edgecases.safetensors_bytes(
+        [("w", "F32", [64, 96], w.tobytes()), ("b", "F32", [96], b.tobytes())]
+    )
+    return compress_bytes(data, chunk_size=16 << 10, lossy=lossy, **kw)
+
+
+def stage_cases(case) -> None:
+    """Hostile tensor-stage records (format 1.2): refused by index validation, or by the
+    per-tensor checksum, before anything big is allocated."""
+    q8 = staged_container("int8")
+    man = staged_container(None, mantissa_bits=4)
+
+    def stage_of(doc):
+        return next(s for s in doc["segments"] if s.get("name") == "w")["stage"]
+
+    def edit(blob, fn):
+        """Mutate the index JSON; the file header follows its version and flags, so only the
+        stage record itself is hostile."""
+        seen = {}
+
+        def mut(doc, ch, s):
+            fn(doc)
+            seen.update(minor=doc["format"][1], flags=doc["flags"])
+
+        out = bytearray(mutate_index(blob, mut))
+        struct.pack_into("<HI", out, 10, seen["minor"], seen["flags"])
+        return bytes(out)
+
+    case(
+        "stage_unknown_name",
+        edit(q8, lambda d: stage_of(d).__setitem__("name", "int3-from-the-future")),
+        "FormatError",
+        "unknown tensor stage",
+    )
+    case(
+        "stage_part_size_disagrees",
+        edit(q8, lambda d: stage_of(d)["parts"][0].__setitem__("size", 2**40)),
+        "FormatError",
+        "parts have",
+    )
+    case(
+        "stage_params_break_part_sizes",
+        edit(q8, lambda d: stage_of(d).__setitem__("params", {"scale_dtype": 5})),
+        "FormatError",
+        "params do not fit",
+    )
+    case(
+        "stage_part_chunks_out_of_range",
+        edit(q8, lambda d: stage_of(d)["parts"][1].__setitem__("chunks", [10**6, 3])),
+        "FormatError",
+        "a part starts at chunk",
+    )
+    case(
+        "stage_elementwise_two_parts",
+        edit(man, lambda d: stage_of(d)["parts"].append(dict(stage_of(d)["parts"][0]))),
+        "FormatError",
+        "parts have",
+    )
+    case(
+        "stage_lossy_without_flag",
+        edit(q8, lambda d: d.__setitem__("flags", 0)),
+        "FormatError",
+        "lossy flag",
+    )
+    case(
+        "stage_in_a_1_1_file",
+        edit(q8, lambda d: d.__setitem__("format", [1, 1])),
+        "FormatError",
+        "does not have",
+    )
+    case(
+        "stage_on_verbatim",
+        edit(q8, lambda d: d["segments"][0].__setitem__("stage", stage_of(d))),
+        "FormatError",
+        "verbatim but has a tensor stage",
+    )
+    case(
+        "stage_too_many_parts",
+        edit(q8, lambda d: stage_of(d).__setitem__("parts", stage_of(d)["parts"] * 20)),
+        "FormatError",
+        "more than 16",
+    )
+    case(
+        "stage_check_wrong",
+        edit(q8, lambda d: stage_of(d).__setitem__("check", "0123456789abcdef")),
+        "CorruptDataError",
+        "recorded checksum",
+    )
 
 
 if __name__ == "__main__":
