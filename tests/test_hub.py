@@ -382,6 +382,10 @@ def test_cli_errors_exit_1_with_the_next_command(tmp_path, server):
         "exit_code": 1,
     }
     assert "check the repo id" in doc["hint"]
+    anonymous = cli_env(tmp_path, server)
+    del anonymous["HF_TOKEN"]  # and HF_HOME holds no saved token
+    r = zipmodel_cli("push", "alice/tiny", str(src), env=anonymous, check=False)
+    assert r.returncode == 1 and "no Hugging Face token" in r.stderr and "hf auth login" in r.stderr
     r = zipmodel_cli("pull", env=cli_env(tmp_path, server), check=False)
     assert r.returncode == 2  # usage
 

@@ -96,6 +96,11 @@ def _hub_errors(
         yield
     except ZipmodelError:
         raise
+    except e.LocalTokenNotFoundError:
+        raise HubError(
+            "no Hugging Face token: pushing needs one with write access",
+            hint=f"log in: {_LOGIN}",
+        ) from None
     except e.HFValidationError as exc:
         raise HubError(
             f"invalid repo id or revision: {exc}",
@@ -242,6 +247,11 @@ def upload(
     api = hf.HfApi(
         endpoint=endpoint, token=token, library_name="zipmodel", library_version=__version__
     )
+    with _hub_errors(repo_id, revision, endpoint, writing=True):
+        # before compressing: a missing or refused token fails in a second, not after minutes
+        user = api.whoami()["name"]
+    if "/" not in repo_id:  # "name" means the token owner's namespace
+        repo_id = f"{user}/{repo_id}"
     with tempfile.TemporaryDirectory(prefix="zipmodel-push-") as tmp:
         staged = Path(tmp) / "repo"
         if is_zm_folder(src):
@@ -269,8 +279,6 @@ def upload(
         _write_card(staged, repo_id, rev, result, _lossy_note(lossy) if is_lossy else "")
         sizes = [p.stat().st_size for p in staged.rglob("*") if p.is_file()]
         with _hub_errors(repo_id, revision, endpoint, writing=True):
-            if "/" not in repo_id:  # "name" means the token owner's namespace
-                repo_id = f"{api.whoami()['name']}/{repo_id}"
             api.create_repo(repo_id, private=private, exist_ok=True)
             if revision and revision != "main":
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
