@@ -249,6 +249,8 @@ def test_pull_checks_every_sha256(tmp_path, server, env):
     with pytest.raises(VerifyMismatchError, match=r"config\.json"):
         hub.pull("alice/tiny", token="hf_read", **env)
     assert not (tmp_path / "restored" / "models--alice--tiny" / repo.branches["main"]).exists()
+    r = zipmodel_cli("pull", "alice/tiny", env=cli_env(tmp_path, server, "hf_read"), check=False)
+    assert r.returncode == 3 and "config.json" in r.stderr and r.stdout == ""
 
 
 def test_missing_repo_and_revision_say_what_to_try(tmp_path, server, env):
