@@ -291,6 +291,12 @@ def test_lossy_folder_round_trip(tmp_path):
     out = tmp_path / "m.zm"
     r = run("compress", src, "-o", out, "--lossy", "int8", "--json")
     assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)["folders"][0]
+    assert d["lossy"] is True and d["quality"]["tensors"] == 2
+    info = json.loads(run("info", out, "--json").stdout)["folders"][0]
+    assert info["lossy_files"] == ["model.safetensors"] and info["quality"]["tensors"] == 2
+    r = run("info", out)
+    assert "(lossy)" in r.stderr and "model.safetensors:layer.0.dense.weight" in r.stderr
     r = run("verify", out)
     assert r.exit_code == 0, r.output
     back = tmp_path / "back"

@@ -261,7 +261,16 @@ def _compress_folder(out: Output, path: str, output, *, remove: bool, threads: i
         gone = folder.remove_listed(path, [e.path for e in rep.files], rep.directories)
         kept = "  (input removed)" if gone else "  (input files removed; unlisted ones kept)"
     out.line(folder_line(rep) + kept)
-    return rep.to_json()
+    d = rep.to_json()
+    if kw.get("lossy") or kw.get("mantissa_bits") is not None:
+        from .info import folder_summaries, merged_tensors
+
+        every = merged_tensors(str(rep.output), folder_summaries(str(rep.output), rep))
+        d["lossy"] = every.lossy
+        if every.lossy:
+            out.table(quality_table(every, title="lossy tensors (all files): measured error"))
+            d["quality"] = every.quality_total()
+    return d
 
 
 def folder_line(rep, *, restored: bool = False) -> str:

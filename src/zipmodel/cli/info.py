@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 
 import click
 
@@ -132,21 +133,44 @@ def _tensor_table(rows, sort):
     return t
 
 
+def folder_summaries(path: str, rep) -> dict:
+    """The index summary of every .zm file of the compressed folder ``path`` (by original path)."""
+    from .. import api, folder
+
+    out = {}
+    for e in rep.files:
+        if e.stored == folder.ZM:
+            with api.open(os.path.join(path, e.stored_path)) as f:  # the index only
+                out[e.path] = f.summary()
+    return out
+
+
+def merged_tensors(path: str, summaries: dict):
+    """One summary whose tensors are every file's, named ``file:tensor`` (the lossy report)."""
+    from ..summary import Summary
+
+    tensors = [replace(t, name=f"{p}:{t.name}") for p, s in summaries.items() for t in s.tensors]
+    lossy = any(s.lossy for s in summaries.values())
+    return Summary(path, "folder", 0, 0, 0, "", [], tensors, {}, lossy=lossy)
+
+
 def _folder_info(out: Output, path: str) -> dict:
     """Per-file table from the manifest, and dtype sizes merged over the .zm indexes."""
     from rich.table import Table
 
-    from .. import api, folder
+    from .. import folder
     from ..summary import DtypeSummary, Summary
 
     rep = folder.read_manifest(path)
     merged: dict[str, DtypeSummary] = {}
     overhead = 0
+    summaries = folder_summaries(path, rep)
+    every = merged_tensors(path, summaries)
+    lossy_files = {p for p, s in summaries.items() if s.lossy}
     for e in rep.files:
         if e.stored != folder.ZM:
             continue
-        with api.open(os.path.join(path, e.stored_path)) as f:  # the index only
-            s = f.summary()
+        s = summaries[e.path]
         e.format = s.source_format
         overhead += s.overhead_bytes
         for r in s.dtypes:
@@ -188,7 +212,9 @@ def _folder_info(out: Output, path: str) -> dict:
         ratio = e.stored_size / e.size if e.size else 1.0
         t.add_row(
             e.path,
-            e.stored_path if e.stored == folder.ZM else "copy",
+            (e.stored_path + ("  (lossy)" if e.path in lossy_files else ""))
+            if e.stored == folder.ZM
+            else "copy",
             e.format or "-",
             human_bytes(e.size),
             human_bytes(e.stored_size),
@@ -217,9 +243,15 @@ def _folder_info(out: Output, path: str) -> dict:
         )
     if zm:
         out.table(dtype_table(dtypes, title="compressed files by dtype"))
+    if lossy_files:
+        out.table(quality_table(every, title="lossy tensors (all files): measured error"))
     d = rep.to_json(files=True)
     d["path"], d["writer"] = path, rep.writer
     d["dtypes"] = dtypes.to_json(tensors=False)["dtypes"]
+    d["lossy"] = bool(lossy_files)
+    if lossy_files:
+        d["lossy_files"] = sorted(lossy_files)
+        d["quality"] = every.quality_total()
     for key in ("input", "output", "seconds", "mb_per_s"):
         d.pop(key)
     return d
