@@ -230,8 +230,13 @@ def test_base_round_trip_and_per_tensor_choices(pair, tmp_path):
     assert st["frozen.weight"] == st["position_ids"] == st["layer.1.bias"] == "same"
     assert st["embed.weight"] in ("xor", "sub") and st["layer.0.weight"] in ("xor", "sub")
     assert st["layer.1.weight"] in ("xor", "sub") and st["edge"] in ("xor", "sub")
-    # not candidates: another shape, another dtype, not in the base
-    assert st["reshaped"] == st["retyped"] == st["head.weight"] == "standalone"
+    # not delta candidates: another dtype, not in the base
+    assert st["retyped"] == st["head.weight"] == "standalone"
+    # another shape is no delta candidate, but the same bytes are found by content
+    assert st["reshaped"] == "same"
+    with ContainerReader(tmp_path / "d.zm") as r:
+        (rec,) = [e.stage for e in r.index.segments if e.segment.name == "reshaped"]
+    assert rec.params == {"tensor": "reshaped", "shape": [64, 64]}
     api.decompress_file(tmp_path / "d.zm", tmp_path / "out", base=base, check_sha256=True)
     assert _sha(tmp_path / "out") == _sha(ft)
     with ContainerReader(tmp_path / "d.zm") as r:
@@ -350,9 +355,10 @@ def test_folder_with_a_base_folder(pair, tmp_path):
     rep = folder.compress_dir(src, tmp_path / "ft.zm", base=bdir)
     (e,) = [x for x in rep.files if x.path == "model.safetensors"]
     assert e.base == {"name": "model.safetensors", "sha256": _sha(base)}
-    assert e.stages["same"][0] == 3
+    assert e.stages["same"][0] == 4  # 3 unchanged, 1 reshaped (found by content)
     man = json.loads((tmp_path / "ft.zm" / folder.MANIFEST).read_text())
-    assert man["files"][-1]["base"]["sha256"] == _sha(base) or man["files"][0].get("base")
+    (m,) = [f for f in man["files"] if f["path"] == "model.safetensors"]
+    assert m["base"] == {"name": "model.safetensors", "sha256": _sha(base)}
     with pytest.raises(BaseMismatchError, match=_sha(base)):
         folder.decompress_dir(tmp_path / "ft.zm", tmp_path / "back")
     assert not (tmp_path / "back").exists()
@@ -396,6 +402,8 @@ def test_folder_dedup_across_files(pair, tmp_path):
         assert _sha(tmp_path / "back" / p) == _sha(src / p)
     r = CliRunner().invoke(cli, ["info", str(tmp_path / "models.zm")])
     assert r.exit_code == 0 and "stored once" in r.output
+    man = json.loads((tmp_path / "models.zm" / folder.MANIFEST).read_text())
+    assert man["totals"]["deduplicated_tensors"] == tot["deduplicated_tensors"]
     # without dedup every file stands alone
     solo = folder.compress_dir(src, tmp_path / "solo.zm", dedup=False)
     assert all(e.base is None for e in solo.files)
@@ -416,3 +424,24 @@ def test_real_finetune_pair(corpus, tmp_path):
         assert sum(v == "same" for v in st.values()) >= 80  # the frozen layers cost nothing
         api.decompress_file(tmp_path / f"d{kind}.zm", tmp_path / "o", base=base, force=True)
         assert _sha(tmp_path / "o") == _sha(ft)
+
+
+def test_folder_with_the_same_weights_as_safetensors_and_pytorch_bin(tmp_path):
+    """A Hugging Face repo often ships both: the .bin's storages are the safetensors' tensors
+    (flat, under other names), so the second file costs next to nothing."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    sd = {f"layer.{i}.weight": rng.standard_normal((96, 64)).astype(np.float32) for i in range(4)}
+    src = tmp_path / "repo"
+    src.mkdir()
+    save_file(sd, str(src / "model.safetensors"))
+    torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, str(src / "pytorch_model.bin"))
+    rep = folder.compress_dir(src, tmp_path / "repo.zm")
+    by = {e.path: e for e in rep.files}
+    ptm = by["pytorch_model.bin"]
+    assert ptm.base == {"path": "model.safetensors"}
+    assert ptm.stages == {"same": [4, 4 * 96 * 64 * 4]}
+    assert ptm.stored_size < 0.05 * ptm.size
+    folder.verify_dir(tmp_path / "repo.zm", against=src)
+    folder.decompress_dir(tmp_path / "repo.zm", tmp_path / "back")
+    assert _sha(tmp_path / "back" / "pytorch_model.bin") == _sha(src / "pytorch_model.bin")

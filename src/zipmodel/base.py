@@ -99,6 +99,9 @@ class BaseModel:
             return None
         return b if b.size == seg.size else None
 
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        return tuple(self._entries[name].shape or ())
+
     def get(self, seg: Segment) -> np.ndarray | None:
         b = self.candidate(seg)
         return None if b is None else self._read(b)
@@ -107,7 +110,7 @@ class BaseModel:
         raise NotImplementedError
 
     def content_keys(self) -> dict[tuple, str]:
-        """``(dtype, shape, size, xxh3) -> tensor name`` of the base's tensors of at least
+        """``(dtype, size, xxh3) -> tensor name`` of the base's tensors of at least
         :data:`~zipmodel.pipeline.DEDUP_MIN` bytes (the first name for repeated contents)."""
         if self._keys is None:
             self._keys = {}
@@ -143,10 +146,11 @@ def _dedup_min() -> int:
 
 
 def content_key(seg: Segment, data: np.ndarray) -> tuple:
-    """What identifies a tensor's content for dedup: dtype, shape, size and XXH3-64."""
+    """What identifies a tensor's content for dedup: dtype, byte size and XXH3-64 (not the
+    shape: a PyTorch storage holds a safetensors tensor's bytes as one flat array)."""
     from ._checksum import xxh3_64
 
-    return (seg.dtype, tuple(seg.shape or ()), seg.size, xxh3_64(data))
+    return (seg.dtype, seg.size, xxh3_64(data))
 
 
 class _FileBase(BaseModel):
@@ -226,10 +230,6 @@ class _ZmBase(BaseModel):
 
     def _hash(self) -> str:  # pragma: no cover - set from the index in __init__
         return str(self._zm.source["sha256"])
-
-    def content_keys(self) -> dict[tuple, str]:
-        """None: finding tensors by content would decode the whole base (names still match)."""
-        return {}
 
     def _read(self, b: Segment) -> np.ndarray:
         name = b.name or ""
@@ -422,8 +422,8 @@ def delta_chooser(
             if seg.kind != TENSOR or seg.size < _dedup_min() or seg.offset in chosen:
                 continue
             ref = keys.get(content_key(seg, data[seg.offset : seg.end]))
-            if ref is not None and ref != seg.name:
-                chosen[seg.offset] = SameAsBase(ref)
+            if ref is not None:
+                chosen[seg.offset] = SameAsBase(ref, base.shape_of(ref))
     return (lambda seg: chosen.get(seg.offset)), ctx
 
 

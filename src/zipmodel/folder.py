@@ -552,7 +552,7 @@ def _file_base(
     for other, (okeys, onames) in prints.items():
         if other == rel:
             continue
-        score = sum(k[2] for k in keys if k in okeys) + sum(n[3] for n in names & onames)
+        score = sum(k[1] for k in keys if k in okeys) + sum(n[3] for n in names & onames)
         if score > best_score:
             best, best_score = other, score
     if best is None:

@@ -169,31 +169,50 @@ class SameAsBase(TensorStage):
 
     What a frozen layer of a fine-tune, or a tensor repeated in another model of a folder,
     costs: its index entry. Decoding copies the base tensor. By default the base tensor of
-    the same name; ``ref`` names another one of the same dtype and shape (found by content
-    hash across a folder), recorded as the param ``tensor``.
+    the same name; ``ref`` names another one of the same dtype and byte size (found by
+    content hash: another name, or the same bytes viewed in another shape, as a PyTorch
+    storage holds a safetensors tensor), recorded as the params ``tensor`` and ``shape``.
     """
 
     name: ClassVar[str] = "same"
     lossy: ClassVar[bool] = False
 
-    def __init__(self, ref: str | None = None):
+    def __init__(self, ref: str | None = None, shape: Sequence[int] | None = None):
         self.ref = ref
+        self.shape = None if shape is None else [int(d) for d in shape]
 
     @staticmethod
     def _base(seg: Segment, params: dict[str, Any], ctx: StageContext) -> np.ndarray | None:
         ref = params.get("tensor")
-        return _base_of(seg if ref is None else replace(seg, name=ref), ctx)
+        if ref is None:
+            return _base_of(seg, ctx)
+        shape = params.get("shape")
+        return _base_of(
+            replace(seg, name=ref, shape=seg.shape if shape is None else tuple(shape)), ctx
+        )
 
     def encode(self, tensor: np.ndarray, seg: Segment, ctx: StageContext) -> Staged | None:
-        params = {} if self.ref is None else {"tensor": self.ref}
+        params: dict[str, Any] = {}
+        if self.ref is not None:
+            params["tensor"] = self.ref
+            if self.shape is not None:
+                params["shape"] = self.shape
         base = self._base(seg, params, ctx)
         if base is None or seg.kind != TENSOR or not np.array_equal(tensor, base):
             return None
         return Staged([], params)
 
     def part_sizes(self, seg: Segment, params: dict[str, Any]) -> list[int]:
-        if set(params) - {"tensor"} or not isinstance(params.get("tensor", ""), str):
-            raise ValueError(f"same-as-base takes only a tensor name, got {params!r}")
+        shape = params.get("shape", [])
+        if (
+            set(params) - {"tensor", "shape"}
+            or not isinstance(params.get("tensor", ""), str)
+            or ("shape" in params and "tensor" not in params)
+            or not isinstance(shape, list)
+            or len(shape) > 64
+            or not all(type(d) is int and d >= 0 for d in shape)
+        ):
+            raise ValueError(f"same-as-base takes a tensor name and shape, got {params!r}")
         return []
 
     def decode(
