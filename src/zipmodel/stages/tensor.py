@@ -26,6 +26,10 @@ Contract:
   parts once at compression), and checks it whenever a whole tensor is decoded; a lossless
   stage whose decode does not give the tensor back fails the compression.
 
+One stage object serves every tensor it was chosen for, from several threads at once:
+``encode`` and ``decode`` must be thread-safe (keep per-call state local) and must not wait
+on zipmodel's worker pool (they may run on it).
+
 The pipeline (``zipmodel.pipeline``) calls ``encode`` once per tensor, a few tensors ahead of
 the chunks being coded, and codes each part like a tensor of ``Part.dtype`` and
 ``Part.shape`` (float split, entropy coders); the parts are dropped once their last chunk is
