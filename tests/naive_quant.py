@@ -23,7 +23,14 @@ def round_to_bits(x: float, keep: int, emin: int, max_finite: float) -> float:
         return x
     _, e = math.frexp(x)  # x = m * 2**e, 0.5 <= |m| < 1
     spacing = 2.0 ** (max(e, emin + 1) - 1 - keep)
-    r = round(x / spacing) * spacing  # round() on a float rounds half to even, exactly here
+    q = abs(x) / spacing  # exact: a power-of-two scaling
+    r = math.copysign(round(q) * spacing, x)  # round() on a float rounds half to even
+    if keep == 0 and q == 1.5:
+        # a tie with no mantissa bit left: "even" is the candidate whose bit pattern ends in
+        # 0, i.e. whose biased exponent is even (2^E or 2^(E+1))
+        lo = spacing
+        biased = math.frexp(lo)[1] - 1 + (1 - emin)
+        r = math.copysign(lo if biased % 2 == 0 else 2 * lo, x)
     if abs(r) > max_finite:
         r = math.copysign(max_finite, x)
     return math.copysign(r, x) if r == 0 else r

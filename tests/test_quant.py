@@ -553,3 +553,40 @@ def test_int8_groups_like_q8_0():
 
     q8 = dequantize(quantize(x, gguf.GGMLQuantizationType.Q8_0), gguf.GGMLQuantizationType.Q8_0)
     assert rel_rms(x, y) <= rel_rms(x, q8) * 1.02
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from(["int4", "int4-asym", "nf4"]),
+    st.sampled_from([32, 48, 64, 128]),
+    st.integers(1, 700),
+    st.sampled_from(["F32", "F16", "BF16"]),
+    st.floats(1e-3, 1e3),
+    st.integers(0, 2**32 - 1),
+)
+def test_group_error_bounded_per_element(kind, g, n, dtype, sigma, seed):
+    """Every element, tail group included, lands within its own group's reach."""
+    x = (
+        (np.random.default_rng(seed).standard_normal(n) * sigma)
+        .astype(NP[dtype])
+        .astype(np.float32)
+    )
+    stage = Nf4Stage(g) if kind == "nf4" else Int4Stage(g, asymmetric=kind == "int4-asym")
+    staged, y, _ = run(stage, x, dtype)
+    assert staged.parts[1].data.size == -(-n // g) * 2  # one BF16 scale per group, tail too
+    y = y.astype(np.float32)
+    amax = np.repeat(np.abs(x).reshape(-1)[: n - n % g].reshape(-1, g).max(axis=1), g)
+    if n % g:
+        amax = np.concatenate([amax, np.full(n % g, np.abs(x[n - n % g :]).max())])
+    # clipping moves the range end by at most 25%, rounding by at most one step (amax / 7.5)
+    bound = amax * (0.25 + 1 / 7.5) * 1.01 + np.abs(x) * 2.0**-7  # + the dtype's own rounding
+    assert np.all(np.abs(y - x) <= bound)
+
+
+def test_mantissa_zero_bits_ties_go_to_the_even_pattern():
+    # 1.5 * 2^(E-127) with no mantissa bit kept: the tie goes to the even exponent
+    x = np.array([0x0140, 0x01C0, 0x8140, 0x3FC0], np.uint16).view(ml_dtypes.bfloat16)
+    staged = MantissaStage(0).encode(x.view(np.uint8), seg_of(x, "BF16"), CTX)
+    got = staged.parts[0].data.view(np.uint16)
+    np.testing.assert_array_equal(got, [0x0100, 0x0200, 0x8100, 0x4000])
+    assert _same(got.view(ml_dtypes.bfloat16), ref.mantissa(x, 0))
