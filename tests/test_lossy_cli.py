@@ -310,3 +310,29 @@ def test_lossy_folder_round_trip(tmp_path):
         zipmodel.load(out / "model.safetensors.zm")["layer.0.dense.weight"],
         sd["layer.0.dense.weight"],
     )
+
+
+def test_pytorch_checkpoint_storages_are_judged_by_their_tensor(tmp_path):
+    torch = pytest.importorskip("torch")
+    sd = {
+        "encoder.dense.weight": torch.from_numpy(W.copy()),
+        "encoder.dense.bias": torch.from_numpy(BIAS.copy()),
+        "encoder.LayerNorm.weight": torch.from_numpy(NORM.copy()),
+        "emb.weight": torch.from_numpy(EMB.copy()),
+    }
+    sd["head.weight"] = sd["emb.weight"]  # tied: one storage, two tensors
+    p = tmp_path / "pytorch_model.bin"
+    torch.save(sd, p)
+    rep = zipmodel.compress_file(p, tmp_path / "m.zm", lossy="int8")
+    assert len(rep.summary.staged()) == 1  # the dense weight; the tied storage is kept
+    got = zipmodel.load(tmp_path / "m.zm")
+    assert set(got) == set(sd)
+    assert np.array_equal(got["encoder.dense.bias"], BIAS)
+    assert np.array_equal(got["encoder.LayerNorm.weight"], NORM)
+    assert np.array_equal(got["emb.weight"], EMB) and np.array_equal(got["head.weight"], EMB)
+    assert got["encoder.dense.weight"].shape == W.shape
+    assert 0 < rel_rms(got["encoder.dense.weight"], W) < 0.02
+    restored = tmp_path / "r.bin"
+    zipmodel.decompress_file(tmp_path / "m.zm", restored)
+    back = torch.load(restored, weights_only=True)
+    assert np.array_equal(back["encoder.dense.weight"].numpy(), got["encoder.dense.weight"])

@@ -32,7 +32,7 @@ from .pipeline import (
     iter_source,
 )
 from .readers import read_layout
-from .readers.base import TENSOR
+from .readers.base import TENSOR, Layout
 from .stages.tensor import StageContext
 from .summary import Summary, summarize
 
@@ -182,10 +182,12 @@ def lossy_stages(
     asymmetric: bool = False,
     keep: Sequence[str] = (),
     only: Sequence[str] = (),
+    layout: Layout | None = None,
 ) -> StageChooser | None:
     """The stage chooser for a lossy preset (``bf16``, ``fp8``, ``int8``, ``int4``, ``nf4``)
     and/or mantissa rounding to ``mantissa_bits`` bits, under the selection rules of
-    :mod:`zipmodel.stages.rules` (``keep``/``only`` globs); ``None`` when nothing lossy is
+    :mod:`zipmodel.stages.rules` (``keep``/``only`` globs; ``layout``: the source's, so a
+    PyTorch storage is judged by the tensor that views it); ``None`` when nothing lossy is
     asked for."""
     if lossy is None and mantissa_bits is None:
         if keep or only:
@@ -201,7 +203,7 @@ def lossy_stages(
         per_tensor=per_tensor,
         asymmetric=asymmetric,
     )
-    return stage_chooser(stage, keep=keep, only=only)
+    return stage_chooser(stage, keep=keep, only=only, layout=layout)
 
 
 def compress_file(
@@ -251,8 +253,7 @@ def compress_file(
     SHA-256; decoding it needs that base.
     """
     options = _options(level, chunk_size)
-    chooser = lossy_stages(
-        lossy,
+    lossy_kw = dict(
         mantissa_bits=mantissa_bits,
         group_size=group_size,
         per_tensor=per_tensor,
@@ -260,6 +261,7 @@ def compress_file(
         keep=keep,
         only=only,
     )
+    chooser = lossy_stages(lossy, **lossy_kw)  # checks the options before any work
     if chooser is not None and stages is not None:
         raise ValueError("give lossy= or stages=, not both")
     chooser = chooser or stages
@@ -271,6 +273,8 @@ def compress_file(
             raise ZipmodelError("output and input are the same file", path=src)
     with Source.open(src) as source, using_base(base, rel=Path(src).name, threads=threads) as bm:
         layout = read_layout(source.data, format=format, dtype=_hint(dtype), path=str(src))
+        if chooser is not None and stages is None:  # rules that see the state-dict names
+            chooser = lossy_stages(lossy, **lossy_kw, layout=layout)
         if bm is not None:  # per tensor: standalone, xor, sub or same, as measured
             chooser, context = delta_chooser(
                 source.data,
@@ -334,6 +338,8 @@ def compress_bytes(
         raise ValueError("give lossy= or stages=, not both")
     source = Source.from_bytes(data, name or "<bytes>")
     layout = read_layout(source.data, format=format, dtype=_hint(dtype))
+    if chooser is not None:
+        chooser = lossy_stages(lossy, **lossy_options, layout=layout)
     out = io.BytesIO()
     compress_layout(
         source.data,

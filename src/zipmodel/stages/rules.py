@@ -7,19 +7,25 @@ quantized: they are often the largest tensor and quantize as well as any weight 
 issue asks for it; DESIGN.md §5 had kept them). Patterns match the tensor's name with
 shell-style globs (``fnmatch``, case-sensitive): ``keep`` excludes matching tensors, ``only``
 restricts the stage to matching tensors; the default exclusions still apply inside ``only``.
+
+PyTorch checkpoints store *storages* (``archive/data/N``, 1-D); a storage that exactly one
+state-dict tensor views whole and contiguously is judged by that tensor's name and shape
+(:func:`tensor_views`). Storages shared by several tensors (tied weights) or viewed in part
+are judged as they are: 1-D, so kept exact.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
+from typing import Any
 
-from ..readers.base import TENSOR, Segment
+from ..readers.base import TENSOR, Layout, Segment
 from .tensor import TensorStage
 
-__all__ = ["FLOAT_DTYPES", "MIN_ELEMENTS", "TensorRules", "stage_chooser"]
+__all__ = ["FLOAT_DTYPES", "MIN_ELEMENTS", "TensorRules", "stage_chooser", "tensor_views"]
 
 FLOAT_DTYPES = frozenset({"F32", "F16", "BF16"})
 MIN_ELEMENTS = 4096
@@ -66,13 +72,62 @@ class TensorRules:
         return self.reason(seg) is None
 
 
+def tensor_views(layout: Layout | None) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``storage segment name -> (tensor name, shape)`` for the storages of a PyTorch
+    checkpoint that one state-dict tensor views whole and contiguously (empty otherwise)."""
+    meta: Any = layout.metadata.get("torch") if layout is not None else None
+    if not isinstance(meta, dict):
+        return {}
+    tensors, storages = meta.get("tensors"), meta.get("storages")
+    if not isinstance(tensors, dict) or not isinstance(storages, dict):
+        return {}
+    by_storage: dict[str, list[tuple[str, dict]]] = {}
+    for name, t in tensors.items():
+        if isinstance(t, dict) and isinstance(t.get("storage"), str):
+            by_storage.setdefault(t["storage"], []).append((name, t))
+    out = {}
+    for key, views in by_storage.items():
+        st = storages.get(key)
+        if len(views) != 1 or not isinstance(st, dict) or not isinstance(st.get("segment"), str):
+            continue
+        name, t = views[0]
+        shape, stride = t.get("shape"), t.get("stride")
+        if not (
+            isinstance(shape, list)
+            and isinstance(stride, list)
+            and len(shape) == len(stride)
+            and all(type(d) is int and d >= 0 for d in shape + stride)
+        ):
+            continue
+        numel, contiguous, step = 1, True, 1
+        for d, k in zip(reversed(shape), reversed(stride)):
+            if d > 1 and k != step:
+                contiguous = False
+            step *= d
+            numel *= d
+        if t.get("offset") == 0 and contiguous and numel == st.get("numel"):
+            out[st["segment"]] = (name, tuple(shape))
+    return out
+
+
 def stage_chooser(
-    stage: TensorStage, *, keep: Sequence[str] = (), only: Sequence[str] = ()
+    stage: TensorStage,
+    *,
+    keep: Sequence[str] = (),
+    only: Sequence[str] = (),
+    layout: Layout | None = None,
 ) -> Callable[[Segment], TensorStage | None]:
-    """``seg -> stage`` for the tensors the rules select, ``None`` for the others."""
+    """``seg -> stage`` for the tensors the rules select, ``None`` for the others.
+
+    With ``layout``, PyTorch storages are judged as the tensor that views them
+    (:func:`tensor_views`).
+    """
     rules = TensorRules(tuple(keep), tuple(only))
+    views = tensor_views(layout)
 
     def choose(seg: Segment) -> TensorStage | None:
-        return stage if rules.selects(seg) else None
+        v = views.get(seg.name or "")
+        judged = replace(seg, name=v[0], shape=v[1]) if v is not None else seg
+        return stage if rules.selects(judged) else None
 
     return choose
