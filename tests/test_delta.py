@@ -10,6 +10,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
 import zipmodel
@@ -108,11 +110,11 @@ def test_sub_is_small_where_xor_crosses_an_exponent():
 def test_no_base_tensor_means_no_delta():
     t = np.arange(64, dtype=np.float32).view(np.uint8)
     seg = _seg("F32", (64,), t.size)
-    for st in [*DELTA_STAGES.values(), SAME]:
-        assert st.encode(t, seg, StageContext()) is None
-        assert st.encode(t, seg, StageContext(base=lambda s: None)) is None
+    for stage in [*DELTA_STAGES.values(), SAME]:
+        assert stage.encode(t, seg, StageContext()) is None
+        assert stage.encode(t, seg, StageContext(base=lambda s: None)) is None
         # a base of another size is not a candidate either
-        assert st.encode(t, seg, StageContext(base=lambda s: np.zeros(8, np.uint8))) is None
+        assert stage.encode(t, seg, StageContext(base=lambda s: np.zeros(8, np.uint8))) is None
     assert choose_delta(t, seg, StageContext()).stage is None
 
 
@@ -445,3 +447,46 @@ def test_folder_with_the_same_weights_as_safetensors_and_pytorch_bin(tmp_path):
     folder.verify_dir(tmp_path / "repo.zm", against=src)
     folder.decompress_dir(tmp_path / "repo.zm", tmp_path / "back")
     assert _sha(tmp_path / "back" / "pytorch_model.bin") == _sha(src / "pytorch_model.bin")
+
+
+@given(
+    st.sampled_from([("F32", 4), ("BF16", 2), ("F16", 2), ("I64", 8), ("U8", 1)]),
+    st.binary(min_size=8, max_size=512),
+    st.binary(min_size=8, max_size=512),
+    st.integers(1, 9),
+)
+def test_delta_stages_invert_any_bytes_in_any_whole_element_pieces(kind, a, b, piece):
+    dtype, item = kind
+    n = min(len(a), len(b)) // item * item
+    tensor = np.frombuffer(a[:n], np.uint8).copy()
+    base = np.frombuffer(b[:n], np.uint8).copy()
+    seg = _seg(dtype, (n // item,), n)
+    for stage in DELTA_STAGES.values():
+        part = stage.encode(tensor, seg, _ctx(base)).parts[0].data
+        out = np.empty_like(tensor)
+        step = piece * item
+        for off in range(0, n, step):
+            stage.decode([part[off : off + step]], out[off : off + step], seg, {}, _ctx(base), off)
+        assert np.array_equal(out, tensor), stage.name
+
+
+def test_cli_folder_with_base_folder(pair, tmp_path):
+    base, ft = pair
+    src, bdir = tmp_path / "ft", tmp_path / "base"
+    src.mkdir()
+    bdir.mkdir()
+    (src / "model.safetensors").write_bytes(ft.read_bytes())
+    (bdir / "model.safetensors").write_bytes(base.read_bytes())
+    runner = CliRunner()
+    r = runner.invoke(cli, ["compress", str(src), "--base", str(bdir), "--json"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["verify", str(tmp_path / "ft.zm")])
+    assert r.exit_code == 1 and _sha(base) in r.output
+    r = runner.invoke(cli, ["verify", str(tmp_path / "ft.zm"), "--base", str(bdir)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        cli, ["decompress", str(tmp_path / "ft.zm"), "-o", str(tmp_path / "o"), "--base", str(bdir)]
+    )
+    assert r.exit_code == 0 and _sha(tmp_path / "o" / "model.safetensors") == _sha(ft)
+    r = runner.invoke(cli, ["compress", str(ft), "--base", str(tmp_path / "nope")])
+    assert r.exit_code == 2  # a --base that does not exist is a usage error
