@@ -120,7 +120,7 @@ def test_no_base_tensor_means_no_delta():
 
 def test_delta_decode_without_base_fails_clearly():
     seg = _seg("F32", (4,), 16)
-    with pytest.raises(ValueError, match="base has no tensor 'w'"):
+    with pytest.raises(zipmodel.FormatError, match="stored against the base tensor 'w'"):
         DELTA_STAGES["xor"].decode(
             [np.zeros(16, np.uint8)], np.empty(16, np.uint8), seg, {}, StageContext()
         )
@@ -490,3 +490,31 @@ def test_cli_folder_with_base_folder(pair, tmp_path):
     assert r.exit_code == 0 and _sha(tmp_path / "o" / "model.safetensors") == _sha(ft)
     r = runner.invoke(cli, ["compress", str(ft), "--base", str(tmp_path / "nope")])
     assert r.exit_code == 2  # a --base that does not exist is a usage error
+
+
+@pytest.mark.parametrize("edit", ["drop base", "rename ref"])
+def test_hostile_delta_records_fail_cleanly(pair, tmp_path, edit):
+    """A delta file whose index lost its base record, or names a base tensor that does not
+    exist, fails with a FormatError (exit 1), never a crash."""
+    from test_stages_framework import rewrite_index
+
+    base, ft = pair
+    api.compress_file(ft, tmp_path / "d.zm", base=base)
+
+    def change(doc):
+        if edit == "drop base":
+            del doc["base"]
+        else:
+            for s in doc["segments"]:
+                if s.get("stage", {}).get("name") == "same":
+                    s["stage"]["params"] = {"tensor": "no.such.tensor"}
+
+    bad = tmp_path / "bad.zm"
+    bad.write_bytes(rewrite_index((tmp_path / "d.zm").read_bytes(), change))
+    with pytest.raises(zipmodel.FormatError, match="stored against the base tensor"):
+        api.decompress_file(bad, tmp_path / "out", base=base)
+    assert not (tmp_path / "out").exists()
+    r = CliRunner().invoke(
+        cli, ["decompress", str(bad), "-o", str(tmp_path / "o"), "--base", str(base)]
+    )
+    assert r.exit_code == 1 and "stored against the base tensor" in r.output

@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..dtypes import get_dtype
+from ..errors import FormatError
 from ..readers.base import TENSOR, Segment
 from .tensor import Part, StageContext, Staged, TensorStage
 
@@ -80,6 +81,15 @@ def _base_of(seg: Segment, ctx: StageContext) -> np.ndarray | None:
     return b
 
 
+def _no_base(name: str | None, seg: Segment) -> FormatError:
+    """Decoding a delta without its base tensor: a clear error, never a crash."""
+    return FormatError(
+        f"tensor {seg.name!r} is stored against the base tensor {name!r} ({seg.dtype}, "
+        f"{seg.size} bytes), which the base given does not have (or no base was given)",
+        hint="pass the base model it was compressed against (--base, base=)",
+    )
+
+
 class _Delta(TensorStage):
     """Shared shape of the two delta stages: one part, the tensor's dtype and shape."""
 
@@ -116,7 +126,7 @@ class _Delta(TensorStage):
     ) -> None:
         base = _base_of(seg, ctx)
         if base is None:
-            raise ValueError(f"the base has no tensor {seg.name!r} of {seg.size} bytes")
+            raise _no_base(seg.name, seg)
         (delta,) = parts
         n = int(out.size)
         if delta.size != n or offset < 0 or offset + n > seg.size:
@@ -227,7 +237,7 @@ class SameAsBase(TensorStage):
         base = self._base(seg, params, ctx)
         if base is None:
             name = params.get("tensor", seg.name)
-            raise ValueError(f"the base has no tensor {name!r} of {seg.size} bytes")
+            raise _no_base(name, seg)
         if parts or out.size + offset > seg.size:
             raise ValueError("same-as-base takes no parts")
         out[:] = base[offset : offset + out.size]
