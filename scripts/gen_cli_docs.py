@@ -45,6 +45,15 @@ With several inputs, a command goes on after a failed one and exits with the hig
   "transform", "ratio"}]}]}`. `codecs` maps a codec name to the stream bytes it coded.
 - `verify --json`: `{"schema": "zipmodel.verify/1", "results": [{"path", "ok", "source_bytes",
   "sha256", "against", "seconds"} or {"path", "ok": false, "error", "exit_code"}]}`.
+- Lossy containers ([lossy.md](lossy.md)): `compress`, `decompress`, `verify` results and `info`
+  summaries carry `"lossy"` (true/false). When true: `compress` and `info` hold `"quality"`, the
+  exact total over the quantized tensors (`rel_rms`, `max_abs`, `snr_db` (null when infinite),
+  `bits` before coding, `bits_per_weight` after, `tensors`, `elements`, `original_bytes`,
+  `compressed_bytes`, and the sums `sq_err`, `sq_ref`, `count`, `nonfinite`, `stored_bits`), the
+  tensor list (also in `compress`), and each quantized tensor has `stage`, `lossy`, `quality` (the
+  same keys for that tensor) and `bits_per_weight`; `verify` gives the original's `sha256` as
+  recorded and `restored_sha256` of the bytes decompress writes. A folder's `compress`/`info`
+  result has `lossy`, `quality` over all its files, and (`info`) `lossy_files`.
 
 Folders (`compress DIR`, `decompress DIR.zm`, `info DIR.zm`, `verify DIR.zm`; see
 [folders.md](folders.md)):
