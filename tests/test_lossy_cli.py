@@ -336,3 +336,26 @@ def test_pytorch_checkpoint_storages_are_judged_by_their_tensor(tmp_path):
     zipmodel.decompress_file(tmp_path / "m.zm", restored)
     back = torch.load(restored, weights_only=True)
     assert np.array_equal(back["encoder.dense.weight"].numpy(), got["encoder.dense.weight"])
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("preset", ["int8", "nf4"])
+def test_minilm_lossy_file_loads_with_its_dtypes_and_shapes(corpus, tmp_path, preset):
+    from safetensors.numpy import load_file
+
+    src = corpus / "minilm_fp32.safetensors"
+    rep = zipmodel.compress_file(src, tmp_path / "m.zm", lossy=preset, threads=2)
+    tot = rep.summary.quality_total()
+    assert tot["tensors"] >= 36 and rep.ratio < 0.25
+    assert tot["rel_rms"] < (0.02 if preset == "int8" else 0.12)
+    want = load_file(str(src))
+    got = zipmodel.load(tmp_path / "m.zm", threads=2)
+    assert set(got) == set(want)
+    staged = {t.name for t in rep.summary.staged()}
+    for name, w in want.items():
+        assert got[name].dtype == w.dtype and got[name].shape == w.shape
+        if name not in staged:
+            assert np.array_equal(got[name], w)
+    assert "embeddings.word_embeddings.weight" in staged
+    assert not any("LayerNorm" in n or n.endswith(".bias") for n in staged)
+    assert zipmodel.verify_file(tmp_path / "m.zm", threads=2).lossy
