@@ -13,7 +13,9 @@ A base's *identity* is the SHA-256 of its original bytes: hashed for a plain fil
 original, which is the same value. A container written against a base records that SHA-256
 and name; reading it needs a base with the same SHA-256 (:meth:`BaseModel.check`).
 
-A base tensor is a candidate for a delta only with the same name, dtype and shape.
+A base tensor is a candidate for a delta only with the same name, dtype and shape; a tensor
+whose bytes equal a base tensor of another name or shape (same dtype and size) is found by
+content hash and stored as a reference to it (:func:`delta_chooser`).
 """
 
 from __future__ import annotations
