@@ -359,3 +359,22 @@ def test_minilm_lossy_file_loads_with_its_dtypes_and_shapes(corpus, tmp_path, pr
     assert "embeddings.word_embeddings.weight" in staged
     assert not any("LayerNorm" in n or n.endswith(".bias") for n in staged)
     assert zipmodel.verify_file(tmp_path / "m.zm", threads=2).lossy
+
+
+def test_tied_copies_stay_exact_when_one_of_them_is_kept(tmp_path):
+    p = tmp_path / "tied.safetensors"
+    items = [
+        ("emb.weight", "F32", [300, 64], EMB.tobytes()),
+        ("lm_head.weight", "F32", [300, 64], EMB.tobytes()),
+    ]
+    p.write_bytes(edgecases.safetensors_bytes(items))
+    rep = zipmodel.compress_file(p, tmp_path / "a.zm", lossy="int8", keep=["lm_head.*"])
+    assert not rep.summary.lossy
+    sd = zipmodel.load(tmp_path / "a.zm")
+    assert np.array_equal(sd["emb.weight"], EMB) and np.array_equal(sd["lm_head.weight"], EMB)
+    rep = zipmodel.compress_file(p, tmp_path / "b.zm", lossy="int8")
+    assert [t.name for t in rep.summary.staged()] == ["emb.weight"]
+    sd = zipmodel.load(tmp_path / "b.zm")
+    assert np.array_equal(sd["emb.weight"], sd["lm_head.weight"]) and not np.array_equal(
+        sd["emb.weight"], EMB
+    )

@@ -580,6 +580,12 @@ def compress_layout(
                 st = stages(seg)
                 if st is not None:
                     chosen[i] = st
+        # A repeated tensor (tied weights) is restored from the one it repeats: put that one
+        # through a lossy stage only if every copy would have been, so a copy asked to stay
+        # exact stays exact (a lossless stage restores every copy exactly anyway).
+        for j, i in dups.items():
+            if i in chosen and chosen[i].lossy and stages(segments[j]) is None:
+                del chosen[i]
     # The header is written first: guess from the stages asked for, and correct it at the
     # end when the output can seek (a stage may decline every tensor).
     guess_flags = FLAG_LOSSY if any(st.lossy for st in chosen.values()) else 0
