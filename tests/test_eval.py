@@ -121,6 +121,22 @@ def test_eval_errors(tmp_path, tiny):
     assert r.exit_code == 2
 
 
+def test_eval_single_zm_of_another_name(tiny, tmp_path):
+    import shutil
+
+    import zipmodel
+
+    zm = tmp_path / "renamed.zm"
+    zipmodel.compress_file(tiny / "model" / "model.safetensors", zm)
+    rep = embedding_agreement(tiny / "model", zm, sentences=["the cat sat"])
+    assert rep.replaced == ["model.safetensors"] and rep.min_cosine == pytest.approx(1.0, abs=1e-12)
+    two = tmp_path / "two"
+    shutil.copytree(tiny / "model", two)
+    shutil.copy(two / "model.safetensors", two / "other.safetensors")
+    with pytest.raises(ZipmodelError, match="cannot tell which file"):
+        embedding_agreement(two, zm, sentences=["the cat sat"])
+
+
 @pytest.mark.corpus
 @pytest.mark.slow
 def test_eval_minilm_lossless(corpus, tmp_path):

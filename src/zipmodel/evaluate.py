@@ -120,11 +120,14 @@ def _mirror(original: Path, compressed: Path, tmp: Path) -> list[str]:
     from . import api
     from .folder import ZM, is_zm_folder, read_manifest
 
-    for src in original.rglob("*"):
-        if src.is_file():
-            dst = tmp / src.relative_to(original)
-            dst.parent.mkdir(parents=True, exist_ok=True)
+    files = [p for p in original.rglob("*") if p.is_file()]
+    for src in files:
+        dst = tmp / src.relative_to(original)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
             os.symlink(src.resolve(), dst)
+        except OSError:  # no symlinks here (Windows without the privilege): copy
+            shutil.copyfile(src, dst)
 
     def put(zm: Path, rel: str) -> None:
         dst = tmp / rel
@@ -151,9 +154,9 @@ def _mirror(original: Path, compressed: Path, tmp: Path) -> list[str]:
     # One .zm: it stands for the original file of the same name (minus .zm), or for the
     # folder's only weight file.
     name = compressed.name[:-3] if compressed.name.endswith(".zm") else compressed.name
-    candidates = [p for p in original.rglob(name) if p.is_file()]
+    candidates = [p for p in files if p.name == name]
     if len(candidates) != 1:
-        weights = [p for p in original.rglob("*") if p.suffix in (".safetensors", ".bin")]
+        weights = [p for p in files if p.suffix in (".safetensors", ".bin")]
         if len(weights) != 1:
             raise ZipmodelError(
                 f"cannot tell which file of {original} this stands for (no single {name!r} and "
