@@ -376,8 +376,8 @@ class Int8Stage(_Quantizer):
     row ``entropy_cap`` bits of code entropy (``rms * sqrt(2 pi e) / 2**entropy_cap``): the
     codes are entropy-coded, so a finer step costs bits for error below what the model
     notices. On all-MiniLM-L6-v2 (rows with absmax ~3.2 RMS, where absmax / 127 codes to 7.36
-    bits per weight with embedding cosine 0.99958) the default cap of 6.9 bits gives 6.93
-    bits with cosine 0.99940; rows with outliers keep absmax / 127. ``entropy_cap=None``: plain
+    bits per weight with embedding cosine 0.99958) the default cap of 6.9 bits gives 6.98
+    bits with cosine 0.99944; rows with outliers keep absmax / 127. ``entropy_cap=None``: plain
     absmax.
 
     ``group_size`` instead gives each run of that many elements its own absmax scale (BF16,
