@@ -35,6 +35,21 @@ def threads_option(f):
     )(f)
 
 
+LEVEL_HELP = "fast: quickest coding; default: size and speed balanced; max: smallest file, slower."
+
+
+def level_option(help: str = LEVEL_HELP):
+    """-l/--level fast|default|max (default: default)."""
+    return click.option(
+        "-l",
+        "--level",
+        type=click.Choice(["fast", "default", "max"]),
+        default="default",
+        show_default=True,
+        help=help,
+    )
+
+
 def output_options(f):
     """-q, --json and --no-progress."""
     f = click.option("--no-progress", is_flag=True, help="Never show a progress bar.")(f)

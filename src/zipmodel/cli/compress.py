@@ -15,6 +15,7 @@ from ._errors import EXIT_OK, exit_code_for, report
 from ._options import (
     ByteSize,
     base_option,
+    level_option,
     lossy_kwargs,
     lossy_options,
     output_options,
@@ -35,14 +36,7 @@ from ._stdin import spooled_stdin
 )
 @write_options
 @threads_option
-@click.option(
-    "-l",
-    "--level",
-    type=click.Choice(["fast", "default", "max"]),
-    default="default",
-    show_default=True,
-    help="fast: quickest coding; default: size and speed balanced; max: smallest file, slower.",
-)
+@level_option()
 @click.option(
     "--chunk-size",
     type=ByteSize(),

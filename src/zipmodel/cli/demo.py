@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ._options import threads_option
+from ._options import level_option, threads_option
 from ._output import Output, dtype_table, human_bytes
 
 SAMPLE = "sample.safetensors"
@@ -30,14 +30,7 @@ def sample_path() -> Path:
     type=click.Path(file_okay=False),
     help="Keep the files here (default: a temporary folder, removed afterwards).",
 )
-@click.option(
-    "-l",
-    "--level",
-    type=click.Choice(["fast", "default", "max"]),
-    default="default",
-    show_default=True,
-    help="Compression level to demonstrate.",
-)
+@level_option("Compression level to demonstrate.")
 @threads_option
 def demo(workdir, level, threads):
     """Compress, inspect, decompress and verify the bundled sample checkpoint.

@@ -7,7 +7,14 @@ import sys
 import click
 
 from ._errors import EXIT_OK, exit_code_for, message_for, report
-from ._options import ByteSize, lossy_kwargs, lossy_options, output_options, threads_option
+from ._options import (
+    ByteSize,
+    level_option,
+    lossy_kwargs,
+    lossy_options,
+    output_options,
+    threads_option,
+)
 from ._output import Output, human_bytes
 
 
@@ -54,14 +61,7 @@ def emit_error(out: Output, schema: str, exc: Exception) -> int:
     "-m", "--commit-message", help="Commit message. Default: names the input and zipmodel."
 )
 @threads_option
-@click.option(
-    "-l",
-    "--level",
-    type=click.Choice(["fast", "default", "max"]),
-    default="default",
-    show_default=True,
-    help="Compression level, as for compress.",
-)
+@level_option("Compression level, as for compress.")
 @click.option(
     "--min-size",
     type=ByteSize(),
