@@ -25,7 +25,7 @@ __all__ = ["cache_dir", "ensure_ready", "warmup"]
 
 _lock = threading.Lock()
 _ready = False
-KERNEL_MODULES = ("split", "xxh3", "huffman", "rans", "rans2d")
+KERNEL_MODULES = ("split", "xxh3", "huffman", "rans", "rans2d", "frame")
 
 
 def cache_dir() -> Path:
@@ -101,7 +101,42 @@ def warmup() -> float:
                 c.decode(memoryview(payload), out, ctx)
             else:
                 c.decode(memoryview(payload), out)
+    _warm_frames(raw, skewed)
     return time.perf_counter() - t0
+
+
+def _warm_frames(raw, skewed) -> None:
+    """The one-call chunk decoder, on frames of each transform and codec it handles (built
+    here: ``pipeline`` imports this module while it loads)."""
+    import numpy as np
+
+    from ._checksum import xxh3_64
+    from ._frame_decode import decode_frame_fused
+    from .codecs import get_codec
+    from .container.format import CHUNK_MAGIC, NO_CONTEXT
+    from .container.frames import HEADROOM, StreamInfo, build_frame
+    from .stages import TRANSFORMS
+
+    for t in TRANSFORMS.values():
+        for data in (skewed, raw):
+            for cid in (0, 3, 4):
+                streams = t.forward(data)
+                payloads = [s if cid == 0 else get_codec(cid).encode(s) for s in streams]
+                if any(p is None for p in payloads):
+                    continue
+                payloads = [bytes(memoryview(p)) for p in payloads]
+                infos = [
+                    StreamInfo(cid, NO_CONTEXT, s.size, len(p)) for s, p in zip(streams, payloads)
+                ]
+                (frame,) = build_frame(
+                    CHUNK_MAGIC, t.transform_id, 0, data.size, xxh3_64(data), infos, payloads
+                )
+                fb = np.empty(HEADROOM + frame.size, np.uint8)
+                fb[HEADROOM:] = frame
+                row = {"transform": t.transform_id, "src_offset": 0, "n_streams": t.n_streams}
+                for shift in (0, 1):
+                    out = np.empty(data.size + 1, np.uint8)[shift : shift + data.size]
+                    decode_frame_fused(fb, frame.size, out, row)
 
 
 def ensure_ready() -> None:

@@ -22,6 +22,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ._checksum import xxh3_64
+from ._frame_decode import decode_frame_fused
 from .codecs import get_codec
 from .codecs.select import CodecPolicy, encode_stream, policy_for_level
 from .container.format import (
@@ -769,6 +770,8 @@ def _decode_chunk_into(reader, i: int, buf: np.ndarray) -> None:
     """Read chunk ``i``'s frame (into this thread's frame buffer) and decode it into ``buf``."""
     row = reader.index.chunks[i]
     fb, fsize = reader.read_frame_into(i)
+    if decode_frame_fused(fb, fsize, buf, row):
+        return
     offset = int(row["frame_offset"])
     frame = parse_frame_inplace(fb, fsize, path=reader.name, offset=offset)
     decode_chunk(frame, buf, row=row, path=reader.name, offset=offset)
