@@ -18,6 +18,9 @@ PY=${PYTHON:-python3}
 if [ "${ZIPMODEL_TEST_TORCH:-0}" = 1 ]; then
   "$VENV/bin/python" -m pip install -q "torch==${ZIPMODEL_TORCH_VERSION:-2.13.0}" ||
     echo "warning: torch not installed; tests that write torch files will be skipped" >&2
+  # transformers: zipmodel eval and the Hub round trip through AutoModel.from_pretrained.
+  "$VENV/bin/python" -m pip install -q "transformers>=4.40" ||
+    echo "warning: transformers not installed; eval tests will be skipped" >&2
 fi
 FETCH=../shared/corpus/fetch.sh
 if [ "${ZIPMODEL_FETCH_CORPUS:-1}" != 0 ] && [ -f "$FETCH" ]; then

@@ -18,7 +18,7 @@ and renamed into place when complete, so an interrupted pull leaves nothing that
 model. Restored folders live in ``$ZIPMODEL_HUB_CACHE`` (default ``~/.cache/zipmodel/hub``) under
 ``models--ORG--NAME/COMMIT``: a second pull of the same revision finds it and downloads nothing.
 
-``huggingface_hub`` is imported on first use (``pip install 'zipmodel[hub]'``); nothing in it is
+``huggingface_hub`` (a dependency) is imported on first use; nothing in it is
 patched. Its errors become :class:`~zipmodel.errors.HubError` with the next command to try.
 """
 
@@ -68,7 +68,7 @@ def _hf():
     except ImportError:
         raise MissingDependencyError(
             "the Hugging Face Hub commands need huggingface_hub",
-            hint="pip install 'zipmodel[hub]'",
+            hint="pip install 'huggingface_hub>=1.33,<3'",
         ) from None
     return huggingface_hub
 
