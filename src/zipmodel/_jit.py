@@ -25,7 +25,7 @@ __all__ = ["cache_dir", "ensure_ready", "warmup"]
 
 _lock = threading.Lock()
 _ready = False
-KERNEL_MODULES = ("split", "xxh3", "huffman", "rans", "rans2d", "frame")
+KERNEL_MODULES = ("split", "xxh3", "huffman", "rans", "rans2d", "frame", "choose")
 
 
 def cache_dir() -> Path:
@@ -102,6 +102,10 @@ def warmup() -> float:
             else:
                 c.decode(memoryview(payload), out)
     _warm_frames(raw, skewed)
+    from .codecs.select import encode_stream, policy_for_level
+
+    for data in (skewed, raw, np.zeros(64, np.uint8)):  # the fast level's field chooser
+        encode_stream(data, "field", policy_for_level("fast"))
     return time.perf_counter() - t0
 
 

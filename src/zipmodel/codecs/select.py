@@ -22,6 +22,7 @@ structure only zstd finds.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -47,6 +48,7 @@ Buffer = Union[bytes, np.ndarray]  # noqa: UP007 (a runtime alias on 3.10)
 RAW, CONST = RawCodec.codec_id, ConstCodec.codec_id
 LEVELS = ("fast", "default", "max")
 SAMPLE = 64 << 10
+_LITTLE = sys.byteorder == "little"
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,10 @@ def encode_stream(
         return RAW, data, False
     limit = n * (1.0 - policy.min_gain)
     use_context = context is not None and bool(policy.context)
+    if kind == "field" and not use_context and _huffman_only(policy, layout):
+        chosen = _field_huffman(data, policy)
+        if chosen is not None:
+            return chosen
     if kind == "field" and not use_context and _near_random(data, 8.0 * (1.0 - policy.min_gain)):
         # near-random (sign|mantissa bytes): raw, found on a 64 KiB sample. A constant
         # stream cannot get here: its sample has zero entropy.
@@ -225,6 +231,60 @@ def encode_stream(
                 break
     _, cid, payload, used_ctx = best
     return cid, payload, used_ctx
+
+
+def _huffman_only(policy: CodecPolicy, layout) -> bool:
+    """Whether a field stream's only candidates are raw, const and Huffman (``fast``)."""
+    return (
+        len(policy.order0) == 1
+        and policy.order0[0].name == "huffman"
+        and not (layout is not None and policy.layout)
+        and not (policy.general and (policy.general_on_fields or policy.probe_fields))
+        and _LITTLE
+    )
+
+
+_choose = None
+
+
+def _field_huffman(data: np.ndarray, policy: CodecPolicy) -> tuple[int, Buffer, bool] | None:
+    """:func:`encode_stream` of a field stream under a Huffman-only policy, in one kernel
+    call (``zipmodel._kernels.choose``: same steps, same result). None: not decided here."""
+    global _choose
+    if _choose is None:
+        from .. import _jit
+
+        _jit.ensure_ready()
+        from .._kernels import choose
+
+        _choose = choose
+    from .huffman import _readonly, _scratch
+
+    codec = policy.order0[0]
+    s = _scratch()
+    need = data.size // 5 + 64
+    if s.payload.size < need:
+        s.payload = np.empty(max(need, 1 << 17), np.uint64)
+    d = _readonly(np.ascontiguousarray(data, np.uint8).reshape(-1))
+    cid, nbytes = _choose.choose_field_huffman(
+        d,
+        policy.min_gain,
+        SAMPLE,
+        policy.speed_weight.get(codec.name, 0.0),
+        codec.max_code_bits,
+        s.hist,
+        s.lens,
+        s.work,
+        s.codes,
+        s.payload,
+    )
+    if cid == RAW:
+        return RAW, data, False
+    if cid == CONST:
+        return CONST, bytes([int(data[0])]), False
+    if cid == codec.codec_id:
+        return cid, s.payload.view(np.uint8)[:nbytes], False  # valid until the next encode
+    return None
 
 
 def _structure_pays(data: np.ndarray, hist: np.ndarray, n: int, policy: CodecPolicy) -> bool:

@@ -1,0 +1,76 @@
+"""The one-call field-stream chooser (``zipmodel._kernels.choose``) against the Python chooser
+it short-cuts: same codec, same payload bytes, on any stream (so containers do not change)."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import zipmodel.codecs.select as select
+from zipmodel.codecs.select import SAMPLE, encode_stream, policy_for_level
+
+
+def _both(data: np.ndarray, level: str, layout=None):
+    policy = policy_for_level(level)
+    assert select._huffman_only(policy, layout)
+    fused = encode_stream(data, "field", policy, None, layout)
+    fused = (fused[0], bytes(memoryview(fused[1]).cast("B")), fused[2])
+    real = select._huffman_only
+    select._huffman_only = lambda *a: False
+    try:
+        python = encode_stream(data, "field", policy, None, layout)
+    finally:
+        select._huffman_only = real
+    python = (python[0], bytes(memoryview(python[1]).cast("B")), python[2])
+    return fused, python
+
+
+def _stream(kind: str, n: int, seed: int, p: float) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if kind == "geometric":  # exponent-like: a few symbols carry most of the mass
+        return np.minimum(rng.geometric(p, n) + 100, 255).astype(np.uint8)
+    if kind == "uniform":  # sign|mantissa-like: near-random
+        return rng.integers(0, 256, n, dtype=np.uint8)
+    if kind == "near8":  # entropy close to 8 bits: either side of the near-random limits
+        out = rng.integers(0, 256, n, dtype=np.uint8)
+        out[rng.random(n) < p / 8] = 0
+        return out
+    if kind == "few":  # 1 or 2 symbols (const, or the smallest Huffman code)
+        return (rng.random(n) < p).astype(np.uint8) * 7
+    mix = rng.integers(0, 256, n, dtype=np.uint8)  # random bytes with a skewed part
+    mix[: n // 2] = np.minimum(rng.geometric(p, n // 2), 255).astype(np.uint8)
+    return mix
+
+
+@given(
+    kind=st.sampled_from(["geometric", "uniform", "near8", "few", "mixed"]),
+    n=st.one_of(st.integers(0, 5000), st.integers(4 * SAMPLE - 2, 4 * SAMPLE + 40000)),
+    seed=st.integers(0, 2**32 - 1),
+    p=st.sampled_from([0.001, 0.05, 0.1, 0.15, 0.3, 0.7, 0.999]),
+)
+def test_same_choice_and_payload_as_python_chooser(kind, n, seed, p):
+    data = _stream(kind, n, seed, p)
+    fused, python = _both(data, "fast")
+    assert fused == python
+
+
+@given(data=st.binary(max_size=3000))
+def test_any_bytes(data):
+    arr = np.frombuffer(data, np.uint8)
+    fused, python = _both(arr, "fast", layout=(64, 0))
+    assert fused == python
+
+
+@pytest.mark.parametrize(
+    ("kind", "want"), [("geometric", 3), ("uniform", 0), ("few", 1), ("mixed", 3)]
+)
+def test_each_outcome_is_reached(kind, want):
+    data = _stream(kind, 300_000, 5, 0.3 if kind != "few" else 0.0)
+    fused, python = _both(data, "fast")
+    assert fused == python
+    assert fused[0] == want
+
+
+def test_other_levels_keep_the_python_chooser():
+    assert not select._huffman_only(policy_for_level("default"), None)
+    assert not select._huffman_only(policy_for_level("max"), None)
