@@ -214,6 +214,9 @@ class EncodedChunk:
         return int(self.frame.size)
 
 
+_SMALL_FRAME = 64 << 10
+
+
 class BufferPool:
     """Reusable frame buffers: a freed 700 KiB block goes back to the OS and faults in fresh
     pages next time (measured: a split into fresh arrays took 556 us, into reused ones 39 us)."""
@@ -228,7 +231,9 @@ class BufferPool:
             for i, b in enumerate(self._free):
                 if b.size >= size:
                     return self._free.pop(i)
-        return np.empty(max(size, 1 << 20), np.uint8)
+        # a small frame gets a small buffer (heap memory, not fresh pages; tensors far
+        # smaller than a chunk are most of a model's segments)
+        return np.empty(max(size, 1 << 20) if size > _SMALL_FRAME else _SMALL_FRAME, np.uint8)
 
     def release(self, buf: np.ndarray | None) -> None:
         if buf is None:
@@ -597,7 +602,7 @@ def compress_layout(
     chunk_rows: list[tuple] = []
     stream_rows: list[tuple] = []
     seconds: dict[str, float] = {}
-    pool = BufferPool(4 * threads + 4)
+    pool = BufferPool(4 * threads * _BATCH_ITEMS + 4)
 
     def run_stage(i: int) -> StagedTensor | None:
         seg = segments[i]
@@ -676,8 +681,18 @@ def compress_layout(
 
     done = 0
     hasher = _Hasher(data, release)  # SHA-256 of the whole source on its own thread
+    if threads <= 1:
+        pairs = _windowed_pairs(plans(), work, threads)
+    else:  # small chunks in tasks of ~1 MiB (see _run_jobs), a few frames each
+        pairs = (
+            pair
+            for batch, encs in _windowed_pairs(
+                _batches(plans(), _BATCH, _BATCH_ITEMS), lambda b: [work(p) for p in b], threads
+            )
+            for pair in zip(batch, encs)
+        )
     try:
-        for p, enc in _windowed_pairs(plans(), work, threads):
+        for p, enc in pairs:
             off, size = writer.write_frame([enc.frame])
             pool.release(enc.buffer)
             if p.part is None and release:
@@ -975,16 +990,18 @@ def _run_jobs(jobs, threads: int) -> Iterator[tuple[_Job, tuple[int, np.ndarray]
 
 
 _BATCH = 1 << 20
+_BATCH_ITEMS = 8  # compress: each frame in flight holds a pooled buffer
 
 
-def _batches(jobs, target: int) -> Iterator[list[_Job]]:
-    """Consecutive jobs grouped until a group decodes at least ``target`` bytes."""
-    batch: list[_Job] = []
+def _batches(items, target: int, max_items: int = 1 << 30) -> Iterator[list]:
+    """Consecutive items (with a ``size`` in bytes) grouped until a group holds at least
+    ``target`` bytes or ``max_items`` items."""
+    batch: list = []
     total = 0
-    for job in jobs:
-        batch.append(job)
-        total += job.size
-        if total >= target:
+    for item in items:
+        batch.append(item)
+        total += item.size
+        if total >= target or len(batch) >= max_items:
             yield batch
             batch, total = [], 0
     if batch:
