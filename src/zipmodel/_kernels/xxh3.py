@@ -41,7 +41,7 @@ PMX2 = uint64(0x9FB21C651E98DF25)
 M32 = uint64(0xFFFFFFFF)
 
 
-@njit(inline="always")
+@njit
 def _r64(a, i):
     i = uint64(i)
     v = uint64(0)
@@ -50,7 +50,7 @@ def _r64(a, i):
     return v
 
 
-@njit(inline="always")
+@njit
 def _r32(a, i):
     i = uint64(i)
     return (
@@ -61,7 +61,7 @@ def _r32(a, i):
     )
 
 
-@njit(inline="always")
+@njit
 def _mul128_fold64(a, b):
     a_lo, a_hi = a & M32, a >> uint64(32)
     b_lo, b_hi = b & M32, b >> uint64(32)
@@ -75,7 +75,7 @@ def _mul128_fold64(a, b):
     return lower ^ upper
 
 
-@njit(inline="always")
+@njit
 def _avalanche(h):
     h ^= h >> uint64(37)
     h *= PMX1
@@ -83,7 +83,7 @@ def _avalanche(h):
     return h
 
 
-@njit(inline="always")
+@njit
 def _xxh64_avalanche(h):
     h ^= h >> uint64(33)
     h *= P64_2
@@ -93,12 +93,12 @@ def _xxh64_avalanche(h):
     return h
 
 
-@njit(inline="always")
+@njit
 def _rotl(x, r):
     return (x << uint64(r)) | (x >> uint64(64 - r))
 
 
-@njit(inline="always")
+@njit
 def _swap32(x):
     return (
         ((x << uint64(24)) & uint64(0xFF000000))
@@ -108,12 +108,12 @@ def _swap32(x):
     )
 
 
-@njit(inline="always")
+@njit
 def _swap64(x):
     return (_swap32(x & M32) << uint64(32)) | _swap32(x >> uint64(32))
 
 
-@njit(inline="always")
+@njit
 def _mix16(data, i, sec, s, seed):
     lo = _r64(data, i)
     hi = _r64(data, uint64(i) + uint64(8))
@@ -122,7 +122,7 @@ def _mix16(data, i, sec, s, seed):
     )
 
 
-@njit(inline="always")
+@njit
 def _accumulate_512(acc, data, i, sec, s):
     for k in range(8):
         dv = _r64(data, uint64(i) + uint64(8 * k))
@@ -131,7 +131,7 @@ def _accumulate_512(acc, data, i, sec, s):
         acc[k] += (dk & M32) * (dk >> uint64(32))
 
 
-@njit(inline="always")
+@njit
 def _accumulate_512_words(acc, words, w, sec, s):
     for k in range(8):
         dv = words[uint64(w) + uint64(k)]
@@ -140,13 +140,13 @@ def _accumulate_512_words(acc, words, w, sec, s):
         acc[k] += (dk & M32) * (dk >> uint64(32))
 
 
-@njit(inline="always")
+@njit
 def _lane(a, dv, key):
     dk = dv ^ key
     return a + (dk & M32) * (dk >> uint64(32))
 
 
-@njit(inline="always")
+@njit
 def _acc8(a0, a1, a2, a3, a4, a5, a6, a7, d0, d1, d2, d3, d4, d5, d6, d7, secw, w):
     # acc[i ^ 1] += data[i]; acc[i] += lo32(data[i] ^ key[i]) * hi32(...); keys from word w
     n0 = _lane(a0, d0, secw[w]) + d1
@@ -160,14 +160,14 @@ def _acc8(a0, a1, a2, a3, a4, a5, a6, a7, d0, d1, d2, d3, d4, d5, d6, d7, secw, 
     return n0, n1, n2, n3, n4, n5, n6, n7
 
 
-@njit(inline="always")
+@njit
 def _scr(a, key):
     a ^= a >> uint64(47)
     a ^= key
     return a * P32_1
 
 
-@njit(inline="always")
+@njit
 def _scramble8(a0, a1, a2, a3, a4, a5, a6, a7, secw):
     return (
         _scr(a0, secw[16]),
@@ -181,7 +181,7 @@ def _scramble8(a0, a1, a2, a3, a4, a5, a6, a7, secw):
     )
 
 
-@njit(inline="always")
+@njit
 def _scramble(acc, sec, s):
     for k in range(8):
         a = acc[k]
@@ -203,7 +203,7 @@ def _xxh3_64_aligned(data, words, seed):  # pragma: no cover (compiled)
     return _xxh3_64_impl(data, words, True, seed)
 
 
-@njit(inline="always")
+@njit
 def _xxh3_64_impl(data, words, aligned, seed):
     seed = uint64(seed)
     n = uint64(data.size)
