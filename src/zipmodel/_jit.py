@@ -1,7 +1,7 @@
 """Keeping Numba's JIT cost off the user's path.
 
-Kernels are compiled with ``cache=True``, so a machine pays the compile once (one to three
-minutes for all of them on a 2-core machine) and later processes load machine code from the
+Kernels are compiled with ``cache=True``, so a machine pays the compile once (about a
+minute for all of them on a 2-core machine) and later processes load machine code from the
 cache (about a second: importing numba, its one-time target set-up, then each kernel used).
 :func:`ensure_ready` is called before the first kernel of a process runs: on a cold cache it says
 so on stderr, compiles every kernel on tiny inputs of the exact types used in production (so no
@@ -158,7 +158,7 @@ def ensure_ready() -> None:
         if os.environ.get("ZIPMODEL_QUIET_JIT") != "1":
             print(
                 "zipmodel: compiling Numba kernels for this machine; this happens once "
-                "(one to three minutes on a small machine) and is cached",
+                "(about a minute on a small machine) and is cached",
                 file=sys.stderr,
                 flush=True,
             )

@@ -14,7 +14,7 @@ from ._output import Output
 def warmup(quiet):
     """Compile every Numba kernel and fill the JIT cache.
 
-    zipmodel compiles its kernels once per machine (one to three minutes on a small machine)
+    zipmodel compiles its kernels once per machine (about a minute on a small machine)
     and caches them; later runs load them in about a second. Run this in a Docker build or a
     CI cache step so users and jobs never pay the compile. Set NUMBA_CACHE_DIR where the installed package is read-only.
     """
