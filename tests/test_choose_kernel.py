@@ -1,6 +1,11 @@
 """The one-call field-stream chooser (``zipmodel._kernels.choose``) against the Python chooser
 it short-cuts: same codec, same payload bytes, on any stream (so containers do not change)."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -74,3 +79,25 @@ def test_each_outcome_is_reached(kind, want):
 def test_other_levels_keep_the_python_chooser():
     assert not select._huffman_only(policy_for_level("default"), None)
     assert not select._huffman_only(policy_for_level("max"), None)
+
+
+def fixed_cases() -> None:
+    for kind in ("geometric", "uniform", "near8", "few", "mixed"):
+        for n in (0, 1, 3000, 4 * SAMPLE + 5):
+            fused, python = _both(_stream(kind, n, 3, 0.1), "fast")
+            assert fused == python, (kind, n)
+
+
+def test_kernel_bodies_without_jit():
+    """NUMBA_DISABLE_JIT=1: the chooser kernel as Python gives the same choices and bytes."""
+    here = Path(__file__).parent
+    env = {
+        **os.environ,
+        "NUMBA_DISABLE_JIT": "1",
+        "PYTHONPATH": os.pathsep.join([str(here), *sys.path]),
+    }
+    code = "import test_choose_kernel as t; t.fixed_cases()"
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert r.returncode == 0, r.stdout + r.stderr

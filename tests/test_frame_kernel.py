@@ -6,6 +6,11 @@ frames (so the speed-up is real), leave the frame buffer untouched, and refuse w
 Python path refuses (then the Python path raises the precise error).
 """
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -77,6 +82,10 @@ def _encode(kind: str, raw: bytes, level: str, src_offset: int):
     out_shift=st.integers(0, 7),
 )
 def test_fused_decode_equals_python_path(kind, n, seed, scale, level, src_offset, out_shift):
+    check_roundtrip(kind, n, seed, scale, level, src_offset, out_shift)
+
+
+def check_roundtrip(kind, n, seed, scale, level, src_offset, out_shift):
     t = TRANSFORMS[kind]
     raw = _weights(kind, n, seed, scale)
     raw = raw[: len(raw) - len(raw) % t.itemsize]
@@ -135,8 +144,12 @@ def _mutated(frame: bytes, where: str, pos: int, value: int) -> bytes:
     value=st.integers(0, 255),
 )
 def test_damaged_frames_agree_with_python_path(kind, level, seed, where, pos, value):
+    check_damaged(kind, level, seed, where, pos, value)
+
+
+def check_damaged(kind, level, seed, where, pos, value, n=6000):
     t = TRANSFORMS[kind]
-    raw = _weights(kind, 6000, seed, 0.02)
+    raw = _weights(kind, n, seed, 0.02)
     raw = raw[: len(raw) - len(raw) % t.itemsize]
     frame, row = _encode(kind, raw, level, 0)
     bad = _mutated(frame, where, pos, value)
@@ -156,3 +169,32 @@ def test_refuses_what_the_index_does_not_say():
     flipped = bytearray(frame)
     flipped[-1] ^= 1  # frame checksum
     assert _fused(bytes(flipped), len(raw), row) is None
+
+
+def fixed_cases() -> None:
+    """A few of each case above, for the uncompiled run below."""
+    rng = np.random.default_rng(5)
+    for kind in sorted(TRANSFORMS):
+        for level in ("fast", "default"):
+            check_roundtrip(kind, 1501, 1, 0.02, level, 7, 1)
+            for _ in range(3):
+                where = ("payload", "entry")[int(rng.integers(2))]
+                check_damaged(
+                    kind, level, 2, where, int(rng.integers(1 << 20)), int(rng.integers(256)), 1500
+                )
+
+
+def test_kernel_bodies_without_jit():
+    """NUMBA_DISABLE_JIT=1: the kernel bodies run as Python, where numpy's bounds checks turn
+    any stray index into an IndexError (and coverage sees them)."""
+    here = Path(__file__).parent
+    env = {
+        **os.environ,
+        "NUMBA_DISABLE_JIT": "1",
+        "PYTHONPATH": os.pathsep.join([str(here), *sys.path]),
+    }
+    code = "import test_frame_kernel as t; t.fixed_cases()"
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
