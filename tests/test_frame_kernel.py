@@ -198,3 +198,21 @@ def test_kernel_bodies_without_jit():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_compiled_kernel_with_bounds_checks(tmp_path):
+    """The compiled kernel with Numba's bounds checks on, on damaged frames."""
+    here = Path(__file__).parent
+    env = {
+        **os.environ,
+        "NUMBA_BOUNDSCHECK": "1",
+        "NUMBA_CACHE_DIR": str(tmp_path),
+        "ZIPMODEL_QUIET_JIT": "1",
+        "PYTHONPATH": os.pathsep.join([str(here), *sys.path]),
+    }
+    code = "import test_frame_kernel as t; t.fixed_cases()"
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1800
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
