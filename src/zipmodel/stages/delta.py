@@ -281,7 +281,8 @@ def choose_delta(
     (no parts) without coding anything.
     """
     from ..codecs.select import policy_for_level
-    from ..pipeline import _row_len, encode_chunk
+    from ..pipeline.chunk import encode_chunk
+    from ..pipeline.plan import _row_len
     from . import transform_for
 
     base = _base_of(seg, ctx)
@@ -344,7 +345,7 @@ def plan_deltas(
     a tensor missing from the base, or of another dtype or shape, or one that codes smaller
     alone, is not in it. The measurements run on ``threads`` threads (0: every core).
     """
-    from ..pipeline import _windowed, resolve_threads
+    from ..pipeline.workers import _windowed, resolve_threads
 
     cands = [s for s in segments if s.kind == TENSOR and s.size and _base_of(s, ctx) is not None]
 
