@@ -100,9 +100,10 @@ def encode_stage(
 ) -> StagedTensor | None:
     """Run ``stage`` on ``tensor`` (the segment's bytes) and check what it returns.
 
-    The parts are decoded again here: the checksum recorded is of the bytes decoding will
-    give, and a lossless stage that does not give the tensor back is caught before anything
-    is written. ``None`` when the stage declines the tensor.
+    The checksum recorded is of the bytes decoding will give: the parts are decoded here
+    unless the stage handed those bytes back (``Staged.restored``, lossy stages), and a
+    lossless stage that does not give the tensor back is caught before anything is written.
+    ``None`` when the stage declines the tensor.
     """
     import json
 
@@ -125,8 +126,13 @@ def encode_stage(
     if stage.elementwise and sizes != [seg.size]:
         raise ValueError(f"{where}: an elementwise stage needs one part of the tensor's size")
     json.dumps(staged.params, allow_nan=False)  # must go into the index as it is
-    out = np.empty(seg.size, np.uint8)
-    stage.decode([np.ascontiguousarray(p.data) for p in staged.parts], out, seg, staged.params, ctx)
+    out = staged.restored
+    if out is None:
+        out = np.empty(seg.size, np.uint8)
+        parts = [np.ascontiguousarray(p.data) for p in staged.parts]
+        stage.decode(parts, out, seg, staged.params, ctx)
+    elif not (out.dtype == np.uint8 and out.shape == (seg.size,)):
+        raise ValueError(f"{where}: restored bytes are not the tensor's {seg.size} bytes")
     if not stage.lossy and not np.array_equal(out, tensor):
         raise ZipmodelError(f"{where}: the lossless stage did not give the tensor back")
     return StagedTensor(stage, staged, xxh3_64(out))

@@ -225,7 +225,10 @@ class _Quantizer(TensorStage):
         deq = np.empty(seg.size, np.uint8)
         self.decode([p.data for p in parts], deq, seg, params, ctx)
         return Staged(
-            parts, params, _quality(x, self.stored_bits(parts, params, dtype), dtype, deq)
+            parts,
+            params,
+            _quality(x, self.stored_bits(parts, params, dtype), dtype, deq),
+            restored=deq,
         )
 
     def stored_bits(self, parts: list[Part], params: dict[str, Any], dtype: str) -> float:

@@ -76,6 +76,10 @@ class Staged:
     # Lossy stages: measured error of the dequantized tensor against the original, e.g.
     # {"rel_rms": ..., "max_abs": ..., "snr_db": ..., "bits": stored bits before entropy coding}.
     quality: dict[str, float] | None = None
+    # The bytes ``decode`` gives for these parts (uint8, the tensor's size), when ``encode``
+    # already computed them (lossy stages measure their error on them): the pipeline then
+    # takes its checksum instead of decoding the parts a second time.
+    restored: np.ndarray | None = None
 
 
 @dataclass
