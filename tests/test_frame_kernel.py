@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zipmodel._frame_decode import decode_frame_fused
 from zipmodel.codecs.select import policy_for_level
 from zipmodel.container.frames import HEADROOM, build_frame, parse_frame
 from zipmodel.errors import ZipmodelError
 from zipmodel.pipeline import decode_chunk, encode_chunk
+from zipmodel.pipeline.fused import decode_frame_fused
 from zipmodel.stages.split import Identity, SplitBF16, SplitF16, SplitF32
 
 TRANSFORMS = {"bf16": SplitBF16(), "f16": SplitF16(), "f32": SplitF32(), "identity": Identity()}

@@ -115,10 +115,10 @@ def _warm_frames(raw, skewed) -> None:
     import numpy as np
 
     from ._checksum import xxh3_64
-    from ._frame_decode import decode_frame_fused
     from .codecs import get_codec
     from .container.format import CHUNK_MAGIC, NO_CONTEXT
     from .container.frames import HEADROOM, StreamInfo, build_frame
+    from .pipeline.fused import decode_frame_fused
     from .stages import TRANSFORMS
 
     for t in TRANSFORMS.values():

@@ -142,7 +142,7 @@ def decode_frame(
     """Decode the frame of ``size`` bytes at ``fb[HEADROOM:]`` into ``out`` (uint8, the
     chunk's size); ``transform``/``src_offset``/``n_streams`` are the chunk's index entry.
     Returns 0 (decoded and verified), ``NOT_HANDLED`` or ``REJECTED``; ``fb`` is left as it
-    was. The other arguments are this thread's scratch (see ``_frame_decode._FrameScratch``)."""
+    was. The other arguments are this thread's scratch (see ``pipeline.fused._FrameScratch``)."""
     if size < 32 or fb.size < HEADROOM + size:
         return REJECTED
     f = fb[HEADROOM : HEADROOM + size]

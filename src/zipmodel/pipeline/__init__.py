@@ -6,7 +6,8 @@ thread count. Results are written in source order through a bounded window, so m
 at about ``threads × 2`` chunks whatever the file size.
 
 - :mod:`.plan`: options, and cutting segments (and tensor-stage parts) into chunks;
-- :mod:`.chunk`: one chunk to a frame (:func:`encode_chunk`) and back (:func:`decode_chunk`);
+- :mod:`.chunk`: one chunk to a frame (:func:`encode_chunk`) and back (:func:`decode_chunk`;
+  common frames in one Numba call through :mod:`.fused`);
 - :mod:`.workers`: the process-wide thread pool and the bounded in-order windows;
 - :mod:`.compress`: writing a container (:func:`compress_layout`), tensor stages included;
 - :mod:`.decode`: reading one back, whole (:func:`iter_source`) or tensor by tensor.

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._checksum import xxh3_64
-from .._frame_decode import decode_frame_fused
 from ..codecs import get_codec
 from ..codecs.select import CodecPolicy, encode_stream
 from ..container.format import (
@@ -19,6 +18,7 @@ from ..container.format import (
 from ..container.frames import Frame, FrameWriter, StreamInfo, parse_frame, parse_frame_inplace
 from ..errors import CorruptDataError, FormatError, ZipmodelError
 from ..stages import Transform, get_transform
+from .fused import decode_frame_fused
 
 
 @dataclass

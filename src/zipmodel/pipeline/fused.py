@@ -1,6 +1,6 @@
 """The one-call chunk decoder's Python side: per-thread scratch and the call itself.
 
-``pipeline`` tries :func:`decode_frame_fused` on every chunk before its Python path; the
+``pipeline.chunk`` tries :func:`decode_frame_fused` on every chunk before its Python path; the
 kernel (``zipmodel._kernels.frame``) explains what it handles and why it exists.
 """
 
@@ -43,10 +43,10 @@ def decode_frame_fused(fb: np.ndarray, fsize: int, buf: np.ndarray, row) -> bool
         return False
     k = _kernels
     if k is None:
-        from . import _jit
+        from .. import _jit
 
         _jit.ensure_ready()
-        from ._kernels import frame as k
+        from .._kernels import frame as k
 
         _kernels = k
     s = getattr(_local, "scratch", None)
