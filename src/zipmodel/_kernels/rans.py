@@ -261,6 +261,19 @@ def _rans_header_size(freq):
 
 
 @njit(nogil=True, cache=True)
+def _rans_estimate(hist, prob_bits, freq):
+    """Payload bytes of the ``rans`` codec on data with byte counts ``hist`` (at least two
+    symbols present): table + states + the ideal code length under the normalised
+    frequencies, which are left in ``freq`` for :func:`_rans_encode`."""
+    _normalize(hist, prob_bits, freq)
+    bits = 0.0
+    for s in range(256):
+        if hist[s] > 0:
+            bits += hist[s] * (prob_bits - np.log2(freq[s]))
+    return _rans_header_size(freq) + 4 * STATES + 2 * math.ceil(bits / 16)
+
+
+@njit(nogil=True, cache=True)
 def _rans_encode(data, freq, prob_bits, buf):
     """Write the whole payload at the end of ``buf``; returns where it starts.
 

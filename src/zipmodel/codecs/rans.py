@@ -47,7 +47,6 @@ byte but the last; at most 3 bytes.
 
 from __future__ import annotations
 
-import math
 import threading
 
 import numpy as np
@@ -161,11 +160,8 @@ class RansCodec(Codec):
         present = hist > 0
         if n == 0 or np.count_nonzero(present) < 2:
             return None
-        k = _kernels()
         freq = np.zeros(256, np.int64)
-        k._normalize(hist, PROB_BITS, freq)
-        bits = float(np.dot(hist[present], PROB_BITS - np.log2(freq[present])))
-        return k._rans_header_size(freq) + 4 * _STATES + 2 * math.ceil(bits / 16)
+        return float(_kernels()._rans_estimate(hist, PROB_BITS, freq))
 
 
 class RansCtxCodec(Codec):

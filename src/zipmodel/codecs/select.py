@@ -12,8 +12,12 @@ least ``min_gain`` (decoding raw is a copy). Trying must be cheap:
    cost at the level (``speed_weight``), so ``default`` keeps the fast Huffman decoder unless
    rANS saves enough to pay for its slower decoding;
 4. zstd finds structure beyond order 0 (repeats, runs, small integers). On "field" streams it is
-   only tried when zstd on a 64 KiB sample beats the order-0 estimate, so i.i.d. streams do not
-   pay for it.
+   only tried when zstd -1 on a 16 KiB sample beats that sample's order-0 entropy, so i.i.d.
+   streams do not pay for it (on the corpus a 16 KiB probe finds what a 64 KiB one did, at a
+   quarter of the cost; the 64 KiB probe was 13-18% of a ``default`` compress).
+
+Steps 1-3 of a field stream at ``fast`` and ``default`` run as one Numba call
+(``zipmodel._kernels.choose``), which makes the same choices and bytes.
 
 Stream kinds (declared by transforms): ``"field"`` streams (float exponent / mantissa bytes) are
 close to i.i.d.; ``"bytes"`` streams (headers, integers, FP8 codes, unknown data) may have
@@ -23,6 +27,7 @@ structure only zstd finds.
 from __future__ import annotations
 
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -47,7 +52,8 @@ __all__ = [
 Buffer = Union[bytes, np.ndarray]  # noqa: UP007 (a runtime alias on 3.10)
 RAW, CONST = RawCodec.codec_id, ConstCodec.codec_id
 LEVELS = ("fast", "default", "max")
-SAMPLE = 64 << 10
+SAMPLE = 64 << 10  # the near-random test's sample
+PROBE = 16 << 10  # the zstd structure probe's sample
 _LITTLE = sys.byteorder == "little"
 
 
@@ -174,10 +180,13 @@ def encode_stream(
         return RAW, data, False
     limit = n * (1.0 - policy.min_gain)
     use_context = context is not None and bool(policy.context)
-    if kind == "field" and not use_context and _huffman_only(policy, layout):
-        chosen = _field_huffman(data, policy)
-        if chosen is not None:
-            return chosen
+    if kind == "field" and not use_context and _order0_only(policy, layout):
+        fused = _field_order0(data, policy)
+        if fused is not None:
+            final, best, order0_best, probe_est = fused
+            if not final and policy.general and _structure_pays(data, probe_est, policy):
+                best = _try_general(data, policy, best, limit, order0_best)
+            return best[1], best[2], best[3]
     if kind == "field" and not use_context and _near_random(data, 8.0 * (1.0 - policy.min_gain)):
         # near-random (sign|mantissa bytes): raw, found on a 64 KiB sample. A constant
         # stream cannot get here: its sample has zero entropy.
@@ -189,17 +198,7 @@ def encode_stream(
     floor = entropy_bytes(hist)
     if kind == "field" and floor >= limit and not use_context:
         return RAW, data, False  # near-random: raw is the answer, found in one histogram
-    best: tuple[float, int, Buffer, bool] = (limit, RAW, data, False)  # (cost, id, payload, ctx)
-
-    def consider(codec: Codec, payload, used_ctx: bool) -> None:
-        nonlocal best
-        if payload is None:
-            return
-        size = len(payload)
-        cost = size * (1.0 + policy.speed_weight.get(codec.name, 0.0))
-        if size < limit and cost < best[0]:
-            best = (cost, codec.codec_id, payload, used_ctx)
-
+    best: _Best = (limit, RAW, data, False)
     scored = []
     for c in policy.order0:
         e = c.estimate(hist, n)
@@ -211,35 +210,57 @@ def encode_stream(
             payload = (
                 c.encode(data, hist4=hist4) if getattr(c, "takes_hist4", False) else c.encode(data)
             )
-            consider(c, payload, False)
+            best = _consider(best, policy, limit, c, payload, False)
     if use_context:
         for c in policy.context:
-            consider(c, c.encode(data, context), True)
+            best = _consider(best, policy, limit, c, c.encode(data, context), True)
     if layout is not None:
         for c in policy.layout:
-            consider(c, c.encode(data, layout), False)
-    if policy.general and (
-        kind != "field" or policy.general_on_fields or _structure_pays(data, hist, n, policy)
-    ):
-        order0_best = min((e for e, _ in scored), default=float(n))
-        for c in policy.general:
-            payload = c.encode(data)
-            consider(c, payload, False)
-            if payload is not None and len(payload) < policy.escalate_ratio * order0_best:
-                for strong in policy.escalate:
-                    consider(strong, strong.encode(data), False)
-                break
+            best = _consider(best, policy, limit, c, c.encode(data, layout), False)
+    if policy.general:
+        probe_est = entropy_bytes(histogram(data[:PROBE])) if n > PROBE else floor
+        if kind != "field" or policy.general_on_fields or _structure_pays(data, probe_est, policy):
+            order0_best = min((e for e, _ in scored), default=float(n))
+            best = _try_general(data, policy, best, limit, order0_best)
     _, cid, payload, used_ctx = best
     return cid, payload, used_ctx
 
 
-def _huffman_only(policy: CodecPolicy, layout) -> bool:
-    """Whether a field stream's only candidates are raw, const and Huffman (``fast``)."""
+_Best = tuple  # (weighted cost, codec id, payload, used context)
+
+
+def _consider(best: _Best, policy: CodecPolicy, limit: float, codec: Codec, payload, used_ctx):
+    """``best``, or the candidate if it is smaller than the limit and cheaper (weighted)."""
+    if payload is None:
+        return best
+    size = len(payload)
+    cost = size * (1.0 + policy.speed_weight.get(codec.name, 0.0))
+    if size < limit and cost < best[0]:
+        return (cost, codec.codec_id, payload, used_ctx)
+    return best
+
+
+def _try_general(data, policy: CodecPolicy, best: _Best, limit: float, order0_best: float):
+    """The general codecs (zstd) after the others, escalating when structure shows."""
+    for c in policy.general:
+        payload = c.encode(data)
+        best = _consider(best, policy, limit, c, payload, False)
+        if payload is not None and len(payload) < policy.escalate_ratio * order0_best:
+            for strong in policy.escalate:
+                best = _consider(best, policy, limit, strong, strong.encode(data), False)
+            break
+    return best
+
+
+def _order0_only(policy: CodecPolicy, layout) -> bool:
+    """Whether a field stream's order-0 candidates are what the one-call chooser handles
+    (Huffman, or Huffman then rANS, best estimate only: ``fast`` and ``default``)."""
+    names = tuple(c.name for c in policy.order0)
     return (
-        len(policy.order0) == 1
-        and policy.order0[0].name == "huffman"
+        names in (("huffman",), ("huffman", "rans"))
+        and not policy.try_all
+        and not policy.general_on_fields
         and not (layout is not None and policy.layout)
-        and not (policy.general and (policy.general_on_fields or policy.probe_fields))
         and _LITTLE
     )
 
@@ -247,9 +268,10 @@ def _huffman_only(policy: CodecPolicy, layout) -> bool:
 _choose = None
 
 
-def _field_huffman(data: np.ndarray, policy: CodecPolicy) -> tuple[int, Buffer, bool] | None:
-    """:func:`encode_stream` of a field stream under a Huffman-only policy, in one kernel
-    call (``zipmodel._kernels.choose``: same steps, same result). None: not decided here."""
+def _field_order0(data: np.ndarray, policy: CodecPolicy):
+    """:func:`encode_stream`'s steps up to the general codecs, in one kernel call
+    (``zipmodel._kernels.choose``: same steps, same result). Returns ``(final, best,
+    order0_best, probe_est)``, or None when the kernel leaves the stream to the Python path."""
     global _choose
     if _choose is None:
         from .. import _jit
@@ -258,44 +280,71 @@ def _field_huffman(data: np.ndarray, policy: CodecPolicy) -> tuple[int, Buffer, 
         from .._kernels import choose
 
         _choose = choose
-    from .huffman import _readonly, _scratch
+    from . import huffman as hm
+    from . import rans as rm
 
-    codec = policy.order0[0]
-    s = _scratch()
-    need = data.size // 5 + 64
+    huff = policy.order0[0]
+    rans = policy.order0[1] if len(policy.order0) > 1 else None
+    s = hm._scratch()
+    n = int(data.size)
+    need = n // 5 + 64
     if s.payload.size < need:
         s.payload = np.empty(max(need, 1 << 17), np.uint64)
-    d = _readonly(np.ascontiguousarray(data, np.uint8).reshape(-1))
-    cid, nbytes = _choose.choose_field_huffman(
+    if rans is not None:
+        rbuf = rm._scratch("enc", 2 * n + 2 + 4 * rm._STATES + 1 + 32 + 3 * 256, np.uint8)
+        freq = rm._scratch("freq", 256, np.int64)
+    else:
+        rbuf, freq = _NO_RANS_BUF, _NO_RANS_FREQ
+    res = getattr(_local, "res", None)
+    if res is None:
+        res = _local.res = np.zeros(3, np.float64)
+    d = hm._readonly(np.ascontiguousarray(data, np.uint8).reshape(-1))
+    w = policy.speed_weight
+    cid, start, size, final = _choose.choose_field(
         d,
         policy.min_gain,
         SAMPLE,
-        policy.speed_weight.get(codec.name, 0.0),
-        codec.max_code_bits,
+        PROBE,
+        w.get(huff.name, 0.0),
+        w.get("rans", 0.0),
+        rans is not None,
+        huff.max_code_bits,
+        rm.PROB_BITS,
         s.hist,
         s.lens,
         s.work,
         s.codes,
         s.payload,
+        freq,
+        rbuf,
+        res,
     )
+    if cid == _choose.NOT_HANDLED:
+        return None
     if cid == RAW:
-        return RAW, data, False
-    if cid == CONST:
-        return CONST, bytes([int(data[0])]), False
-    if cid == codec.codec_id:
-        return cid, s.payload.view(np.uint8)[:nbytes], False  # valid until the next encode
-    return None
+        payload = data
+    elif cid == CONST:
+        payload = bytes([int(data[0])])
+    elif cid == _choose.HUFFMAN:
+        payload = s.payload.view(np.uint8)[:size]  # valid until the next encode
+    else:
+        payload = rbuf[start : start + size]
+    return bool(final), (float(res[0]), int(cid), payload, False), float(res[2]), float(res[1])
 
 
-def _structure_pays(data: np.ndarray, hist: np.ndarray, n: int, policy: CodecPolicy) -> bool:
-    """Whether zstd may beat order-0 coding on a field stream (probed on a sample)."""
+_NO_RANS_BUF = np.zeros(0, np.uint8)  # (same array types: one compiled signature)
+_NO_RANS_FREQ = np.zeros(256, np.int64)
+_local = threading.local()
+
+
+def _structure_pays(data: np.ndarray, est: float, policy: CodecPolicy) -> bool:
+    """Whether zstd may beat order-0 coding on a field stream: zstd -1 on the first
+    :data:`PROBE` bytes against ``est``, their order-0 entropy in bytes."""
     if not policy.probe_fields:
         return False
     if not policy.order0:
         return True
-    sample = data[:SAMPLE]
-    z = ZstdCodec(1).encode(sample)
-    est = entropy_bytes(histogram(sample)) if sample.size < n else entropy_bytes(hist)
+    z = ZstdCodec(1).encode(data[:PROBE])
     return len(z) < 0.98 * est
 
 
