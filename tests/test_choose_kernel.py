@@ -92,7 +92,9 @@ def test_each_outcome_is_reached(level, kind, want):
     if kind == "structured":
         data = _structured(300_000)
     else:
-        data = _stream(kind, 300_000, 5, 0.7 if kind == "geometric" else 0.0 if kind == "few" else 0.3)
+        data = _stream(
+            kind, 300_000, 5, 0.7 if kind == "geometric" else 0.0 if kind == "few" else 0.3
+        )
     fused, python = _both(data, level)
     assert fused == python
     assert fused[0] == want

@@ -120,9 +120,9 @@ def choose_field(
         return RAW, 0, 0, True
     limit = n * (1.0 - min_gain)
     res[0] = limit
-    if n >= 4 * sample:
-        if _entropy_bytes(_hist(data[:sample])) * 8 / sample >= 8.0 * (1.0 - min_gain):
-            return RAW, 0, 0, True
+    near_random = 8.0 * (1.0 - min_gain)
+    if n >= 4 * sample and _entropy_bytes(_hist(data[:sample])) * 8 / sample >= near_random:
+        return RAW, 0, 0, True
     base, rem = n // 4, n % 4
     bounds = np.empty(5, np.uint64)
     bounds[0] = 0

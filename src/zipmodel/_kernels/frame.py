@@ -1,4 +1,6 @@
-"""One Numba call that decodes a whole chunk frame: the fast path of ``pipeline.decode_chunk``.
+"""One Numba call that decodes a whole chunk frame (the fast path of ``pipeline.decode_chunk``),
+and one that codes a float chunk into a frame (:func:`encode_frame`, the fast path of
+``pipeline.encode_chunk``).
 
 The common frames (identity or a float split; each stream ``raw``, ``huffman`` or ``rans``
 without a context) are parsed, checked, entropy-decoded, merged and verified here, in one
@@ -24,9 +26,20 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
+from .choose import NOT_HANDLED as NOT_CHOSEN
+from .choose import choose_field
 from .huffman import _build_tables, _decode4, _decode4_single
 from .rans import _rans_decode
-from .split import _merge_bf16, _merge_f16, _merge_f32, _merge_f32_words
+from .split import (
+    _merge_bf16,
+    _merge_f16,
+    _merge_f32,
+    _merge_f32_words,
+    _split_bf16,
+    _split_f16,
+    _split_f32,
+    _split_f32_words,
+)
 from .xxh3 import _xxh3_64, _xxh3_64_aligned
 
 HEADROOM = 8  # the frame sits at fb[HEADROOM:] (container.frames.HEADROOM)
@@ -34,7 +47,7 @@ _MAGIC = (90, 77, 67, 75)  # b"ZMCK"
 _MAX_STREAMS = 8
 _MAX_CHUNK_RAW = 64 << 20
 _NO_CONTEXT = 0xFF
-_RAW, _HUFFMAN, _RANS = 0, 3, 4
+_RAW, _CONST, _HUFFMAN, _RANS = 0, 1, 3, 4
 _HUF_FIXED = 52  # huffman payload: version, 4 stream lengths, symbol bitmap
 _HUF_MAX_BITS = 12
 # huffman: the multi-symbol table pays from 1.6 symbols per lookup (codecs.huffman._MULTI_PAYS)
@@ -245,3 +258,107 @@ def decode_frame(
     if _xxh3(out, src_offset) != raw_check:
         return REJECTED
     return 0
+
+
+@njit(nogil=True, cache=True)
+def _put_le(b, p, v, n):
+    """Store ``v`` as an ``n``-byte little-endian unsigned integer at ``b[p]``."""
+    v = uint64(v)
+    for k in range(n):
+        b[p + k] = np.uint8((v >> uint64(8 * k)) & uint64(0xFF))
+
+
+@njit(nogil=True, cache=True)
+def encode_frame(
+    raw, fb, transform, src_offset, min_gain, sample, probe, w_huff, w_rans, use_rans,
+    max_bits, prob_bits, streams, hist4, lens, work, codes, words, freq, rbuf, res, info,
+):  # fmt: skip
+    """Code the chunk ``raw`` of a float split (transform 1 bf16, 2 f16, 3 f32) into a frame
+    at ``fb[HEADROOM:]``: the fast path of ``pipeline.encode_chunk`` at the levels whose
+    field streams ``choose.choose_field`` codes (``fast``, ``default``).
+
+    Split into ``streams`` (scratch), each stream chosen and coded as
+    ``codecs.select.encode_stream`` would up to the general codecs, the payloads copied in
+    behind the stream table, then the content and frame checksums, as
+    ``container.frames.FrameWriter`` writes them. Returns the frame's size, or -1 where the
+    Python path must code the chunk (another transform, a stream too long for a payload).
+    ``info[j]`` gets stream j's (codec, decoded size, encoded size, final) and ``res[j]``
+    ``choose_field``'s figures: a stream that is not final may still go to zstd, if the
+    caller's probe says so (then the caller codes the chunk the Python way)."""
+    n = raw.size
+    if transform == 1 or transform == 2:
+        ns, item = 2, 2
+    elif transform == 3:
+        ns, item = 4, 4
+    else:
+        return -1
+    if n % item or n > _MAX_CHUNK_RAW or streams.size < n:
+        return -1
+    per = n // ns
+    s0 = streams[0:per]
+    s1 = streams[per : 2 * per]
+    s2 = streams[2 * per : 3 * per]
+    s3 = streams[3 * per : 4 * per]
+    if transform == 1:
+        _split_bf16(raw, s0, s1)
+    elif transform == 2:
+        _split_f16(raw, s0, s1)
+    elif raw.ctypes.data % 4 == 0:
+        _split_f32_words(raw.view(np.uint32), s0, s1, s2, s3)
+    else:
+        _split_f32(raw, s0, s1, s2, s3)
+    t0 = HEADROOM + 32
+    pos = t0 + 12 * ns + 8
+    for j in range(ns):
+        d = streams[j * per : (j + 1) * per]
+        cid, start, size, final = choose_field(
+            d, min_gain, sample, probe, w_huff, w_rans, use_rans, max_bits, prob_bits,
+            hist4, lens, work, codes, words, freq, rbuf, res[j],
+        )  # fmt: skip
+        if cid == NOT_CHOSEN:
+            return -1
+        if cid == _RAW:
+            size = per
+            if pos + size > fb.size:
+                return -1
+            fb[pos : pos + size] = d
+        elif cid == _CONST:
+            size = 1
+            if pos + size > fb.size:
+                return -1
+            fb[pos] = d[0]
+        else:
+            if pos + size > fb.size:
+                return -1
+            if cid == _HUFFMAN:
+                fb[pos : pos + size] = words.view(np.uint8)[:size]
+            else:
+                fb[pos : pos + size] = rbuf[start : start + size]
+        e = t0 + 12 * j
+        fb[e] = np.uint8(cid)
+        fb[e + 1] = np.uint8(_NO_CONTEXT)
+        fb[e + 2] = 0
+        fb[e + 3] = 0
+        _put_le(fb, e + 4, per, 4)
+        _put_le(fb, e + 8, size, 4)
+        info[j, 0] = cid
+        info[j, 1] = per
+        info[j, 2] = size
+        info[j, 3] = 1 if final else 0
+        pos += size
+    _put_le(fb, t0 + 12 * ns, _xxh3(raw, src_offset), 8)
+    # header[0:24] goes right before the body for one checksum pass (FrameWriter.finish)
+    h = HEADROOM + 8
+    for k in range(4):
+        fb[h + k] = np.uint8(_MAGIC[k])
+    fb[h + 4] = np.uint8(transform)
+    fb[h + 5] = np.uint8(ns)
+    fb[h + 6] = 0
+    fb[h + 7] = 0
+    _put_le(fb, h + 8, src_offset, 8)
+    _put_le(fb, h + 16, n, 4)
+    _put_le(fb, h + 20, pos - t0, 4)
+    check = _xxh3(fb[h:pos], 0)
+    fb[HEADROOM : HEADROOM + 24] = fb[h : h + 24].copy()
+    _put_le(fb, HEADROOM + 24, check, 8)
+    return pos - HEADROOM

@@ -265,6 +265,13 @@ def _order0_only(policy: CodecPolicy, layout) -> bool:
     )
 
 
+def frame_fusable(policy: CodecPolicy) -> bool:
+    """Whether every float field stream of a chunk is chosen by the one-call chooser alone,
+    up to the zstd probe (no context or layout codecs): ``pipeline.fused.encode_frame_fused``
+    then codes the whole chunk in one kernel call."""
+    return _order0_only(policy, None) and not policy.context and not policy.layout
+
+
 _choose = None
 
 

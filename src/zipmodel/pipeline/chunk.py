@@ -18,7 +18,7 @@ from ..container.format import (
 from ..container.frames import Frame, FrameWriter, StreamInfo, parse_frame, parse_frame_inplace
 from ..errors import CorruptDataError, FormatError, ZipmodelError
 from ..stages import Transform, get_transform
-from .fused import decode_frame_fused
+from .fused import decode_frame_fused, encode_frame_fused
 
 
 @dataclass
@@ -99,12 +99,23 @@ def encode_chunk(
     """
     t0 = time.perf_counter()
     n = int(raw.size)
+    size = FrameWriter.capacity(transform.n_streams, n)
+    buf = pool.acquire(size) if pool is not None else np.empty(size, np.uint8)
+    fused = encode_frame_fused(raw, src_offset, transform, policy, buf)
+    if fused is not None:
+        frame, infos = fused
+        return EncodedChunk(
+            frame,
+            buf if pool is not None else None,
+            transform.transform_id,
+            n,
+            infos,
+            time.perf_counter() - t0,
+        )
     if transform.n_streams > 1:
         streams = transform.forward(raw, _stream_scratch(transform, n))
     else:
         streams = transform.forward(raw)
-    size = FrameWriter.capacity(transform.n_streams, n)
-    buf = pool.acquire(size) if pool is not None else np.empty(size, np.uint8)
     w = FrameWriter(buf, transform.n_streams)
     infos = []
     kinds = zip(streams, transform.stream_kinds, transform.stream_contexts, transform.stream_2d)

@@ -78,3 +78,106 @@ def decode_frame_fused(fb: np.ndarray, fsize: int, buf: np.ndarray, row) -> bool
         )
         == 0
     )
+
+
+class _EncodeScratch:
+    """One thread's buffers for :func:`encode_frame_fused` besides the codecs' own."""
+
+    def __init__(self) -> None:
+        self.streams = np.empty(0, np.uint8)  # the split streams of a chunk
+        self.info = np.zeros((8, 4), np.int64)
+        self.res = np.zeros((8, 3), np.float64)
+
+
+_elocal = threading.local()
+_NO_RANS_BUF = np.zeros(0, np.uint8)
+_NO_RANS_FREQ = np.zeros(256, np.int64)
+
+
+def encode_frame_fused(raw: np.ndarray, src_offset: int, transform, policy, buf: np.ndarray):
+    """Code a float chunk into a frame in ``buf`` in one GIL-free kernel call
+    (``zipmodel._kernels.frame.encode_frame``): the same frame ``pipeline.encode_chunk``
+    builds on its Python path, for transforms 1-3 at a level whose field streams the fused
+    chooser handles (``codecs.select.frame_fusable``). Returns ``(frame, infos)``, or None
+    when the Python path must code the chunk: another transform or level, or a stream the
+    level's zstd probe says may have structure (rare on weights: tested on every stream)."""
+    global _kernels
+    from ..codecs import huffman as hm
+    from ..codecs import rans as rm
+    from ..codecs.select import PROBE, SAMPLE, _structure_pays, frame_fusable
+    from ..container.frames import StreamInfo
+
+    if not _LITTLE or transform.transform_id not in (1, 2, 3) or not frame_fusable(policy):
+        return None
+    k = _kernels
+    if k is None:
+        from .. import _jit
+
+        _jit.ensure_ready()
+        from .._kernels import frame as k
+
+        _kernels = k
+    s = getattr(_elocal, "scratch", None)
+    if s is None:
+        s = _elocal.scratch = _EncodeScratch()
+    n = int(raw.size)
+    if s.streams.size < n:
+        s.streams = np.empty(max(n, 1 << 20), np.uint8)
+    hs = hm._scratch()
+    per = n // transform.n_streams
+    need = per // 5 + 64
+    if hs.payload.size < need:
+        hs.payload = np.empty(max(need, 1 << 17), np.uint64)
+    huff = policy.order0[0]
+    use_rans = len(policy.order0) > 1
+    if use_rans:
+        rbuf = rm._scratch("enc", 2 * per + 2 + 4 * rm._STATES + 1 + 32 + 3 * 256, np.uint8)
+        freq = rm._scratch("freq", 256, np.int64)
+    else:
+        rbuf, freq = _NO_RANS_BUF, _NO_RANS_FREQ
+    w = policy.speed_weight
+    size = k.encode_frame(
+        _readonly(raw),
+        buf,
+        transform.transform_id,
+        src_offset,
+        policy.min_gain,
+        SAMPLE,
+        PROBE,
+        w.get(huff.name, 0.0),
+        w.get("rans", 0.0),
+        use_rans,
+        huff.max_code_bits,
+        rm.PROB_BITS,
+        s.streams,
+        hs.hist,
+        hs.lens,
+        hs.work,
+        hs.codes,
+        hs.payload,
+        freq,
+        rbuf,
+        s.res,
+        s.info,
+    )
+    if size < 0:
+        return None
+    ns = transform.n_streams
+    infos = []
+    for j in range(ns):
+        codec, decoded, encoded, final = (int(v) for v in s.info[j])
+        if not final and policy.general:
+            stream = s.streams[j * per : (j + 1) * per]
+            if _structure_pays(stream, float(s.res[j, 1]), policy):
+                return None  # zstd may win: the Python chooser decides the whole chunk
+        infos.append(StreamInfo(codec, 0xFF, decoded, encoded))
+    from ..container.frames import HEADROOM
+
+    return buf[HEADROOM : HEADROOM + size], infos
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view: the kernel compiles once whatever buffer the caller passed."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
