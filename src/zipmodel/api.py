@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +16,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ._io import Source, atomic_output, finish_bytes, new_bytes
+from ._io import MemoryOutput, Source, atomic_output, finish_bytes, new_bytes
 from .base import BaseModel, context_for, decode_context, delta_chooser, using_base
 from .container.reader import ContainerReader
 from .dtypes import DType, dtype_from_hint, get_dtype, numpy_dtype
@@ -30,6 +29,7 @@ from .pipeline import (
     compress_layout,
     decode_segment,
     iter_source,
+    resolve_threads,
 )
 from .readers import read_layout
 from .readers.base import TENSOR, Layout
@@ -340,18 +340,21 @@ def compress_bytes(
     layout = read_layout(source.data, format=format, dtype=_hint(dtype))
     if chooser is not None:
         chooser = lossy_stages(lossy, **lossy_options, layout=layout)
-    out = io.BytesIO()
-    compress_layout(
-        source.data,
-        layout,
-        out,
-        source_name=name,
-        options=_options(level, chunk_size),
-        threads=threads,
-        stages=chooser or stages,
-        context=context,
-    )
-    return out.getvalue()
+    out = MemoryOutput()
+    try:
+        compress_layout(
+            source.data,
+            layout,
+            out,
+            source_name=name,
+            options=_options(level, chunk_size),
+            threads=threads,
+            stages=chooser or stages,
+            context=context,
+        )
+        return out.getvalue(threads=resolve_threads(threads))
+    finally:
+        out.close()
 
 
 def decompress_bytes(
@@ -374,7 +377,7 @@ def decompress_bytes(
     ):
         size = int(reader.index.source["size"])
         if out is None:
-            blob, result = new_bytes(size)
+            blob, result = new_bytes(size, threads=resolve_threads(threads))
         else:
             blob, result = None, out
             if result.size != size:
