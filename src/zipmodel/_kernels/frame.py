@@ -68,6 +68,15 @@ def _le(b, p, n):
 
 
 @njit(nogil=True, cache=True)
+def _copy(dst, src):
+    """``dst[:] = src`` at memcpy speed: Numba's slice assignment copies 512 KiB in 200-280 us
+    (overlap checks, signed indices), this loop in 26 us, as fast as numpy."""
+    for i in range(src.size):
+        k = uint64(i)
+        dst[k] = src[k]
+
+
+@njit(nogil=True, cache=True)
 def _xxh3(a, seed):
     """``zipmodel._checksum.xxh3_64`` (the word path where the start is 8-byte aligned)."""
     n = a.size
@@ -246,7 +255,7 @@ def decode_frame(
             s3 = s
     if t == 0:
         if int(f[32]) == _RAW:
-            out[:] = s0
+            _copy(out, s0)
     elif t == 1:
         _merge_bf16(s0, s1, out)
     elif t == 2:
@@ -321,7 +330,7 @@ def encode_frame(
             size = per
             if pos + size > fb.size:
                 return -1
-            fb[pos : pos + size] = d
+            _copy(fb[pos : pos + size], d)
         elif cid == _CONST:
             size = 1
             if pos + size > fb.size:
@@ -331,9 +340,9 @@ def encode_frame(
             if pos + size > fb.size:
                 return -1
             if cid == _HUFFMAN:
-                fb[pos : pos + size] = words.view(np.uint8)[:size]
+                _copy(fb[pos : pos + size], words.view(np.uint8)[:size])
             else:
-                fb[pos : pos + size] = rbuf[start : start + size]
+                _copy(fb[pos : pos + size], rbuf[start : start + size])
         e = t0 + 12 * j
         fb[e] = np.uint8(cid)
         fb[e + 1] = np.uint8(_NO_CONTEXT)
