@@ -21,7 +21,6 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ._io import prefault
 from .container.reader import ContainerReader
 from .dtypes import get_dtype, numpy_dtype
 from .errors import FormatError, MissingDependencyError, UnsupportedError
@@ -115,7 +114,6 @@ def load(
                 # numpy's allocation even for torch: it asks for huge pages on big arrays, and
                 # first-touching torch.empty's memory made minilm_fp32 load 45% slower
                 buf = host = np.empty(size, np.uint8)
-                prefault(host, threads=threads)  # mapped now, not by two decoders at once
                 if torch is not None:  # (from_numpy gives an empty array stride 0: no view)
                     buf = torch.from_numpy(host) if size else torch.empty(0, dtype=torch.uint8)
             buffers[owner] = buf
