@@ -104,8 +104,15 @@ def warmup() -> float:
     _warm_frames(raw, skewed)
     from .codecs.select import encode_stream, policy_for_level
 
-    for data in (skewed, raw, np.zeros(64, np.uint8)):  # the fast level's field chooser
+    for data in (skewed, raw, np.zeros(64, np.uint8)):  # the field chooser (fast, default)
         encode_stream(data, "field", policy_for_level("fast"))
+        encode_stream(data, "field", policy_for_level("default"))
+    from .pipeline.fused import encode_frame_fused
+
+    buf = np.empty(2 * raw.size + 512, np.uint8)
+    for t in TRANSFORMS.values():  # the one-call chunk encoder
+        for level in ("fast", "default"):
+            encode_frame_fused(raw, 0, t, policy_for_level(level), buf)
     return time.perf_counter() - t0
 
 

@@ -280,13 +280,15 @@ def _put_le(b, p, v, n):
 @njit(nogil=True, cache=True)
 def encode_frame(
     raw, fb, transform, src_offset, min_gain, sample, probe, w_huff, w_rans, use_rans,
-    max_bits, prob_bits, streams, hist4, lens, work, codes, words, freq, rbuf, res, info,
+    max_bits, prob_bits, streams, streams_ro, hist4, lens, work, codes, words, freq, rbuf,
+    res, info,
 ):  # fmt: skip
     """Code the chunk ``raw`` of a float split (transform 1 bf16, 2 f16, 3 f32) into a frame
     at ``fb[HEADROOM:]``: the fast path of ``pipeline.encode_chunk`` at the levels whose
     field streams ``choose.choose_field`` codes (``fast``, ``default``).
 
-    Split into ``streams`` (scratch), each stream chosen and coded as
+    Split into ``streams`` (scratch; ``streams_ro`` is a read-only view of it, so the
+    chooser runs on the array type it is compiled for anyway), each stream chosen and coded as
     ``codecs.select.encode_stream`` would up to the general codecs, the payloads copied in
     behind the stream table, then the content and frame checksums, as
     ``container.frames.FrameWriter`` writes them. Returns the frame's size, or -1 where the
@@ -301,7 +303,7 @@ def encode_frame(
         ns, item = 4, 4
     else:
         return -1
-    if n % item or n > _MAX_CHUNK_RAW or streams.size < n:
+    if n % item or n > _MAX_CHUNK_RAW or streams.size < n or streams_ro.size != streams.size:
         return -1
     per = n // ns
     s0 = streams[0:per]
@@ -319,7 +321,7 @@ def encode_frame(
     t0 = HEADROOM + 32
     pos = t0 + 12 * ns + 8
     for j in range(ns):
-        d = streams[j * per : (j + 1) * per]
+        d = streams_ro[j * per : (j + 1) * per]
         cid, start, size, final = choose_field(
             d, min_gain, sample, probe, w_huff, w_rans, use_rans, max_bits, prob_bits,
             hist4, lens, work, codes, words, freq, rbuf, res[j],

@@ -85,6 +85,7 @@ class _EncodeScratch:
 
     def __init__(self) -> None:
         self.streams = np.empty(0, np.uint8)  # the split streams of a chunk
+        self.streams_ro = _readonly(self.streams)
         self.info = np.zeros((8, 4), np.int64)
         self.res = np.zeros((8, 3), np.float64)
 
@@ -123,6 +124,7 @@ def encode_frame_fused(raw: np.ndarray, src_offset: int, transform, policy, buf:
     n = int(raw.size)
     if s.streams.size < n:
         s.streams = np.empty(max(n, 1 << 20), np.uint8)
+        s.streams_ro = _readonly(s.streams)
     hs = hm._scratch()
     per = n // transform.n_streams
     need = per // 5 + 64
@@ -150,6 +152,7 @@ def encode_frame_fused(raw: np.ndarray, src_offset: int, transform, policy, buf:
         huff.max_code_bits,
         rm.PROB_BITS,
         s.streams,
+        s.streams_ro,
         hs.hist,
         hs.lens,
         hs.work,
