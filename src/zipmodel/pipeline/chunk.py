@@ -102,16 +102,24 @@ def encode_chunk(
     size = FrameWriter.capacity(transform.n_streams, n)
     buf = pool.acquire(size) if pool is not None else np.empty(size, np.uint8)
     fused = encode_frame_fused(raw, src_offset, transform, policy, buf)
-    if fused is not None:
+    if fused is not None:  # split, chosen, coded and framed in one kernel call
         frame, infos = fused
-        return EncodedChunk(
-            frame,
-            buf if pool is not None else None,
-            transform.transform_id,
-            n,
-            infos,
-            time.perf_counter() - t0,
-        )
+    else:
+        frame, infos = _encode_frame(raw, src_offset, transform, policy, layout, buf)
+    return EncodedChunk(
+        frame,
+        buf if pool is not None else None,
+        transform.transform_id,
+        n,
+        infos,
+        time.perf_counter() - t0,
+    )
+
+
+def _encode_frame(raw, src_offset, transform, policy, layout, buf):
+    """The Python path of :func:`encode_chunk`: split, each stream through the chooser,
+    the frame assembled in ``buf``; returns ``(frame, stream infos)``."""
+    n = int(raw.size)
     if transform.n_streams > 1:
         streams = transform.forward(raw, _stream_scratch(transform, n))
     else:
@@ -128,14 +136,7 @@ def encode_chunk(
     frame = w.finish(
         CHUNK_MAGIC, transform.transform_id, src_offset, n, xxh3_64(raw, src_offset), infos
     )
-    return EncodedChunk(
-        frame,
-        buf if pool is not None else None,
-        transform.transform_id,
-        n,
-        infos,
-        time.perf_counter() - t0,
-    )
+    return frame, infos
 
 
 _scratch_local = threading.local()

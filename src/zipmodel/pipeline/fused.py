@@ -18,6 +18,19 @@ _local = threading.local()
 _kernels = None
 
 
+def _frame_kernels():
+    """``zipmodel._kernels.frame``, imported (and the JIT made ready) on first use."""
+    global _kernels
+    if _kernels is None:
+        from .. import _jit
+
+        _jit.ensure_ready()
+        from .._kernels import frame
+
+        _kernels = frame
+    return _kernels
+
+
 class _FrameScratch:
     """One thread's buffers for :func:`decode_frame_fused` (reused: no fresh pages)."""
 
@@ -38,17 +51,9 @@ def decode_frame_fused(fb: np.ndarray, fsize: int, buf: np.ndarray, row) -> bool
     """Decode the common frames (identity or float split; raw / huffman / rans streams) in
     one GIL-free kernel call (see ``zipmodel._kernels.frame``). False: nothing decided, the
     Python path must decode the frame (another codec), or raise its precise error."""
-    global _kernels
     if not _LITTLE or buf.dtype != np.uint8 or not (buf.flags.c_contiguous and buf.flags.writeable):
         return False
-    k = _kernels
-    if k is None:
-        from .. import _jit
-
-        _jit.ensure_ready()
-        from .._kernels import frame as k
-
-        _kernels = k
+    k = _frame_kernels()
     s = getattr(_local, "scratch", None)
     if s is None:
         s = _local.scratch = _FrameScratch()
@@ -102,7 +107,6 @@ def encode_frame_fused(raw: np.ndarray, src_offset: int, transform, policy, buf:
     chooser handles (``codecs.select.frame_fusable``). Returns ``(frame, infos)``, or None
     when the Python path must code the chunk: another transform or level, or a stream the
     level's zstd probe says may have structure (rare on weights: tested on every stream)."""
-    global _kernels
     from ..codecs import huffman as hm
     from ..codecs import rans as rm
     from ..codecs.select import PROBE, SAMPLE, _structure_pays, frame_fusable
@@ -110,14 +114,7 @@ def encode_frame_fused(raw: np.ndarray, src_offset: int, transform, policy, buf:
 
     if not _LITTLE or transform.transform_id not in (1, 2, 3) or not frame_fusable(policy):
         return None
-    k = _kernels
-    if k is None:
-        from .. import _jit
-
-        _jit.ensure_ready()
-        from .._kernels import frame as k
-
-        _kernels = k
+    k = _frame_kernels()
     s = getattr(_elocal, "scratch", None)
     if s is None:
         s = _elocal.scratch = _EncodeScratch()
