@@ -7,9 +7,10 @@
 Prints one table per file: compressed fraction (container bytes / original), compress and
 decompress MB/s (10^6 bytes of original per second) at each thread count, and whether the round
 trip was byte-identical. Speeds are medians over --runs rounds; each round times every
-configuration once, one after the other (a peer in a fresh process per round, its warm-up
-outside the timer; the slow settings glyd cold and z4ai max in the first round only), so the
-shared machine's load drifts hit zipmodel and the peers alike. The order-0 floor is each
+configuration once, one after the other, in an order rotated from round to round (a peer in a
+fresh process per round, its warm-up outside the timer; the slow settings glyd cold and z4ai
+max in the first round only), so the shared machine's load drifts hit zipmodel and the peers
+alike. The order-0 floor is each
 stream of every tensor (after the float field split) entropy-coded on its own, headers raw.
 
 zipmodel is timed in-process on data already in memory (imports excluded): compress_bytes and
@@ -30,6 +31,7 @@ import os
 import statistics
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +192,13 @@ def bench_peer(peer: str, setting: str, path: Path, threads: int, runs: int, hin
     }
 
 
+def _files_round(path: Path, level: str, threads: int, hint) -> dict:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=os.environ.get("ZIPMODEL_BENCH_TMP")) as tmp:
+        return bench_zipmodel_files(path, level, threads, 1, hint, Path(tmp))
+
+
 def _merge(rs: list[dict]) -> dict:
     """One configuration's rounds: median speeds, any failed round trip shows."""
     ok = [r for r in rs if "error" not in r]
@@ -239,21 +248,20 @@ def main() -> None:
             # shared machine's load hit zipmodel and the peers alike; medians over rounds.
             got: dict[str, list[dict]] = {}
             for rnd in range(args.runs):
-                batch = [bench_zipmodel(data, lv, th, 1, hint) for lv in args.levels.split(",")]
+                levels = args.levels.split(",")
+                todo = [partial(bench_zipmodel, data, lv, th, 1, hint) for lv in levels]
                 if args.files_mode:
-                    import tempfile
-
-                    with tempfile.TemporaryDirectory(
-                        dir=os.environ.get("ZIPMODEL_BENCH_TMP")
-                    ) as tmp:
-                        for lv in args.levels.split(","):
-                            batch.append(bench_zipmodel_files(path, lv, th, 1, hint, Path(tmp)))
-                batch.append(bench_zstd(data, th, 1))
+                    todo += [partial(_files_round, path, lv, th, hint) for lv in levels]
+                todo.append(partial(bench_zstd, data, th, 1))
                 for peer in peers:
                     for setting in PEER_SETTINGS[peer]:
                         if (peer, setting) in SLOW and rnd:
                             continue  # once: minutes per run
-                        batch.append(bench_peer(peer, setting, path, th, 1, hint))
+                        todo.append(partial(bench_peer, peer, setting, path, th, 1, hint))
+                # rotated each round: whichever runs first after another process's exit or
+                # a long idle spell was measured up to 2x slower, so no row always goes first
+                k = rnd % len(todo)
+                batch = [f() for f in todo[k:] + todo[:k]]
                 for r in batch:
                     got.setdefault(r["name"], []).append(r)
             for name, rs in got.items():
