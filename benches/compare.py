@@ -7,17 +7,19 @@
 Prints one table per file: compressed fraction (container bytes / original), compress and
 decompress MB/s (10^6 bytes of original per second) at each thread count, and whether the round
 trip was byte-identical. Speeds are medians over --runs rounds; each round times every
-configuration once, one after the other, in an order rotated from round to round (a peer in a
+configuration once, one after the other, in a new (seeded) order each round (a peer in a
 fresh process per round, its warm-up outside the timer; the slow settings glyd cold and z4ai
 max in the first round only), so the shared machine's load drifts hit zipmodel and the peers
-alike. The order-0 floor is each
+alike and no configuration always runs right after a peer's process exits (that one was
+measured up to 2x slower). The order-0 floor is each
 stream of every tensor (after the float field split) entropy-coded on its own, headers raw.
 
 zipmodel is timed in-process on data already in memory (imports excluded): compress_bytes and
 decompress_bytes, which returns a fresh bytes object of the whole file (the same allocation
 regime as the peers' in-memory APIs). For per-tensor peers (ZipNN, openzl, z4ai max) the
 decompress column rebuilds the file's bytes too; their decode alone is in parentheses.
---files-mode adds zipmodel file to file (compress_file/decompress_file through the page cache).
+--files-mode adds zipmodel file to file (compress_file/decompress_file through the page cache)
+and ZipNN's file-to-file route (benches/peers/run_peer.py, setting "file").
 Peers run in their own virtual environments through benches/peers/run_peer.py; see
 benches/peers/README.md for how each one is measured.
 """
@@ -28,6 +30,7 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import statistics
 import subprocess
 import time
@@ -60,6 +63,7 @@ PEER_SETTINGS = {
     "openzl": ["default"],
 }
 SLOW = {("z4ai", "max"), ("glyd", "cold")}
+FILE_SETTINGS = {"zipnn": "file"}  # --files-mode: the peer's own file-to-file route
 
 
 def order0_floor(data: np.ndarray, hint: str | None) -> float:
@@ -254,14 +258,19 @@ def main() -> None:
                     todo += [partial(_files_round, path, lv, th, hint) for lv in levels]
                 todo.append(partial(bench_zstd, data, th, 1))
                 for peer in peers:
-                    for setting in PEER_SETTINGS[peer]:
+                    settings = PEER_SETTINGS[peer]
+                    if args.files_mode and peer in FILE_SETTINGS:
+                        settings = [*settings, FILE_SETTINGS[peer]]
+                    for setting in settings:
                         if (peer, setting) in SLOW and rnd:
                             continue  # once: minutes per run
                         todo.append(partial(bench_peer, peer, setting, path, th, 1, hint))
-                # rotated each round: whichever runs first after another process's exit or
-                # a long idle spell was measured up to 2x slower, so no row always goes first
-                k = rnd % len(todo)
-                batch = [f() for f in todo[k:] + todo[:k]]
+                # a new order each round (seeded): whichever ran right after a peer's process
+                # exited was measured up to 2x slower, so no row may always follow another
+                order = list(range(len(todo)))
+                random.Random(rnd).shuffle(order)
+                done = {i: todo[i]() for i in order}
+                batch = [done[i] for i in range(len(todo))]
                 for r in batch:
                     got.setdefault(r["name"], []).append(r)
             for name, rs in got.items():
@@ -325,6 +334,19 @@ def main() -> None:
                     f"zipmodel {level} vs ZipNN: size {z['fraction'] / zipnn['fraction']:.4f}x; "
                     + "; ".join(parts)
                 )
+        zfile = rows.get("zipnn file")
+        if zfile and "error" not in zfile:
+            for level in args.levels.split(","):
+                z = rows.get(f"zipmodel {level} (file to file)")
+                if not z:
+                    continue
+                parts = [
+                    f"{t}T: compress {z[t]['compress'] / zfile[t]['compress']:.2f}x, "
+                    f"decompress {z[t]['decompress'] / zfile[t]['decompress']:.2f}x"
+                    for t in threads
+                    if t in z and t in zfile and "compress" in zfile[t]
+                ]
+                print(f"zipmodel {level} file to file vs ZipNN's file route: " + "; ".join(parts))
         print()
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2, default=str))
