@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -108,29 +109,36 @@ DEDUP_MIN = 4096  # segments at least this big are stored once when their bytes 
 
 
 def find_duplicates(
-    data: np.ndarray, layout: Layout, release: Callable[[int, int], None] | None = None
+    data: np.ndarray,
+    layout: Layout,
+    release: Callable[[int, int], None] | None = None,
 ) -> dict[int, int]:
     """Segments whose bytes equal an earlier segment's: ``{index: earlier index}``.
 
-    Tied embeddings, shared layers and repeated tables are then coded once. Candidates are
+    Tied embeddings, shared layers and repeated tables are then coded once. Only segments of
+    a size another segment has too are candidates (this runs before any chunk is coded:
+    hashing every segment took 5-13 ms of the corpus files, the candidates 3-5 ms); they are
     found by XXH3 and confirmed byte for byte.
     """
+    segs = layout.segments
+    sizes = Counter(seg.size for seg in segs if seg.size >= DEDUP_MIN)
+    cands = [i for i, seg in enumerate(segs) if seg.size >= DEDUP_MIN and sizes[seg.size] > 1]
+
     seen: dict[tuple[int, int], list[int]] = {}
     dups: dict[int, int] = {}
-    for i, seg in enumerate(layout.segments):
-        if seg.size < DEDUP_MIN:
-            continue
+    for i in cands:
+        seg = segs[i]
         view = data[seg.offset : seg.end]
-        key = (seg.size, xxh3_64(view))
+        h = xxh3_64(view)
         if release:
             release(seg.offset, seg.size)
-        for j in seen.get(key, ()):
-            other = layout.segments[j]
+        for j in seen.get((seg.size, h), ()):
+            other = segs[j]
             if np.array_equal(data[other.offset : other.end], view):
                 dups[i] = j
                 break
         else:
-            seen.setdefault(key, []).append(i)
+            seen.setdefault((seg.size, h), []).append(i)
     return dups
 
 
