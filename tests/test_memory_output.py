@@ -44,3 +44,12 @@ def test_prepared_buffers_keep_their_contents(n, threads):
     assert (arr == 5).all()
     if n >= 2:
         assert b == bytes([7]) * n
+
+
+def test_memory_output_ends_at_getvalue():
+    out = MemoryOutput()
+    out.write(b"x" * 100)
+    assert out.getvalue(threads=2) == b"x" * 100
+    with pytest.raises(ValueError):
+        out.write(b"more")
+    out.close()

@@ -138,24 +138,22 @@ class MemoryOutput:
     BLOCK = 8 << 20
 
     def __init__(self) -> None:
-        self._maps: list[mmap.mmap] = []
-        self._blocks: list[np.ndarray] = []
+        self._blocks: list[tuple[np.ndarray, mmap.mmap | None] | None] = []
         self._pos = 0
         self._size = 0
 
-    def _new_block(self) -> np.ndarray:
+    def _new_block(self) -> tuple[np.ndarray, mmap.mmap | None]:
         flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
         try:
             mm = mmap.mmap(-1, self.BLOCK, flags=flags) if flags else None
         except (OSError, ValueError):
             mm = None
         if mm is None:
-            return np.empty(self.BLOCK, np.uint8)
+            return np.empty(self.BLOCK, np.uint8), None
         if hasattr(mm, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
             with contextlib.suppress(OSError):
                 mm.madvise(mmap.MADV_HUGEPAGE)
-        self._maps.append(mm)
-        return np.frombuffer(mm, np.uint8)
+        return np.frombuffer(mm, np.uint8), mm
 
     def write(self, b) -> int:
         src = np.frombuffer(memoryview(b).cast("B"), np.uint8)
@@ -166,7 +164,10 @@ class MemoryOutput:
             while k >= len(self._blocks):
                 self._blocks.append(self._new_block())
             take = min(n - done, self.BLOCK - off)
-            self._blocks[k][off : off + take] = src[done : done + take]
+            block = self._blocks[k]
+            if block is None:
+                raise ValueError("write after getvalue()")
+            block[0][off : off + take] = src[done : done + take]
             pos += take
             done += take
         self._pos = pos
@@ -187,14 +188,27 @@ class MemoryOutput:
         return True
 
     def getvalue(self, threads: int = 1) -> bytes:
-        """The bytes written, copied on ``threads`` threads (numpy copies without the GIL)."""
+        """The bytes written, copied on ``threads`` threads (numpy copies without the GIL).
+
+        Each block is released once copied, so the peak is the result plus a block per
+        thread (``io.BytesIO`` shares its buffer; a full second copy would double a large
+        in-memory compress). This ends the output: it takes no more writes.
+        """
         n = self._size
-        b, view = new_bytes(n, threads=threads)
+        b, view = new_bytes(n, threads=threads, prefault_pages=False)
 
         def copy(k: int) -> None:
             a = k * self.BLOCK
             m = min(self.BLOCK, n - a)
-            view[a : a + m] = self._blocks[k][:m]
+            block = self._blocks[k]
+            self._blocks[k] = None
+            if block is None:
+                raise ValueError("getvalue() called twice")
+            arr, mm = block
+            view[a : a + m] = arr[:m]
+            del arr, block  # (a mapping with a live view cannot close)
+            if mm is not None:
+                mm.close()
 
         blocks = range((n + self.BLOCK - 1) // self.BLOCK)
         if threads > 1 and len(blocks) > 1:
@@ -207,10 +221,10 @@ class MemoryOutput:
         return finish_bytes(b, view)
 
     def close(self) -> None:
+        maps = [b[1] for b in self._blocks if b is not None and b[1] is not None]
         self._blocks = []  # (the views go first: a mapping with exports cannot close)
-        for mm in self._maps:
+        for mm in maps:
             mm.close()
-        self._maps = []
 
 
 def finish_bytes(b: bytes, view: np.ndarray) -> bytes:
