@@ -93,6 +93,24 @@ def write_options(f):
     return f
 
 
+def folder_options(f):
+    """``--min-size`` and ``--follow-symlinks``: how a model folder is compressed (compress, push)."""
+    f = click.option(
+        "--follow-symlinks",
+        is_flag=True,
+        help="In folders: store the targets of symlinks that point outside the folder (a Hugging "
+        "Face cache snapshot) instead of failing.",
+    )(f)
+    return click.option(
+        "--min-size",
+        type=ByteSize(),
+        default="1M",
+        show_default=True,
+        help="In folders: other files than weights (.safetensors, .bin, .pt, .pth, .gguf, ...) are "
+        "compressed from this size up; smaller ones are stored as they are.",
+    )(f)
+
+
 # The --lossy presets (zipmodel.stages.quant.PRESETS; a test keeps the two equal). Spelled out
 # here so that building the CLI does not import the quantizers.
 LOSSY_PRESETS = ("bf16", "fp8", "int8", "int4", "nf4")

@@ -15,6 +15,7 @@ from ._errors import EXIT_OK, exit_code_for, report
 from ._options import (
     ByteSize,
     base_option,
+    folder_options,
     level_option,
     lossy_kwargs,
     lossy_options,
@@ -59,20 +60,7 @@ from ._stdin import spooled_stdin
     help="Input format; auto detects it from the content. raw treats the file as opaque bytes "
     "(or as one --dtype tensor).",
 )
-@click.option(
-    "--min-size",
-    type=ByteSize(),
-    default="1M",
-    show_default=True,
-    help="In folders: other files than weights (.safetensors, .bin, .pt, .pth, .gguf, ...) are "
-    "compressed from this size up; smaller ones are copied.",
-)
-@click.option(
-    "--follow-symlinks",
-    is_flag=True,
-    help="In folders: store the targets of symlinks that point outside the folder (a Hugging "
-    "Face cache snapshot) instead of failing.",
-)
+@folder_options
 @lossy_options
 @base_option(
     "Store each tensor the base model also has (same name, dtype, shape) against it: as "

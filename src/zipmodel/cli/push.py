@@ -8,7 +8,7 @@ import click
 
 from ._errors import EXIT_OK, exit_code_for, message_for, report
 from ._options import (
-    ByteSize,
+    folder_options,
     level_option,
     lossy_kwargs,
     lossy_options,
@@ -62,18 +62,7 @@ def emit_error(out: Output, schema: str, exc: Exception) -> int:
 )
 @threads_option
 @level_option("Compression level, as for compress.")
-@click.option(
-    "--min-size",
-    type=ByteSize(),
-    default="1M",
-    show_default=True,
-    help="Other files than weights are compressed from this size up; smaller ones go up as they are.",
-)
-@click.option(
-    "--follow-symlinks",
-    is_flag=True,
-    help="Store the targets of symlinks that point outside the folder (a Hugging Face cache snapshot).",
-)
+@folder_options
 @lossy_options
 @output_options
 def push(
