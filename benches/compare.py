@@ -203,6 +203,32 @@ def _files_round(path: Path, level: str, threads: int, hint) -> dict:
         return bench_zipmodel_files(path, level, threads, 1, hint, Path(tmp))
 
 
+def _ratio_lines(rows, peer_row: str, suffix: str, label: str, levels: str, threads) -> list:
+    """zipmodel's speed (and size) over a peer row's, per level and thread count."""
+    peer = rows.get(peer_row)
+    if not peer or "error" in peer:
+        return []
+    lines = []
+    for level in levels.split(","):
+        z = rows.get(f"zipmodel {level}{suffix}")
+        if not z:
+            continue
+        parts = []
+        for t in threads:
+            if t in z and t in peer and "compress" in peer[t]:
+                part = (
+                    f"{t}T: compress {z[t]['compress'] / peer[t]['compress']:.2f}x, "
+                    f"decompress {z[t]['decompress'] / peer[t]['decompress']:.2f}x"
+                )
+                alone = peer[t].get("decompress_tensors")
+                if alone:
+                    part += f" (vs its decode alone {z[t]['decompress'] / alone:.2f}x)"
+                parts.append(part)
+        size = f"size {z['fraction'] / peer['fraction']:.4f}x; " if not suffix else ""
+        lines.append(f"zipmodel {level}{suffix} vs {label}: {size}" + "; ".join(parts))
+    return lines
+
+
 def _merge(rs: list[dict]) -> dict:
     """One configuration's rounds: median speeds, any failed round trip shows."""
     ok = [r for r in rs if "error" not in r]
@@ -316,37 +342,12 @@ def main() -> None:
                 + " | ".join(cells)
                 + f" | {row.get('roundtrip', '?')} |"
             )
-        zipnn = rows.get("zipnn default")
-        if zipnn and "error" not in zipnn:
-            for level in args.levels.split(","):
-                z = rows.get(f"zipmodel {level}")
-                if not z:
-                    continue
-                parts = []
-                for t in threads:
-                    if t in z and t in zipnn and "compress" in zipnn[t]:
-                        tz = zipnn[t].get("decompress_tensors") or zipnn[t]["decompress"]
-                        parts.append(
-                            f"{t}T: compress {z[t]['compress'] / zipnn[t]['compress']:.2f}x, decompress "
-                            f"{z[t]['decompress'] / zipnn[t]['decompress']:.2f}x (vs its decode alone {z[t]['decompress'] / tz:.2f}x)"
-                        )
-                print(
-                    f"zipmodel {level} vs ZipNN: size {z['fraction'] / zipnn['fraction']:.4f}x; "
-                    + "; ".join(parts)
-                )
-        zfile = rows.get("zipnn file")
-        if zfile and "error" not in zfile:
-            for level in args.levels.split(","):
-                z = rows.get(f"zipmodel {level} (file to file)")
-                if not z:
-                    continue
-                parts = [
-                    f"{t}T: compress {z[t]['compress'] / zfile[t]['compress']:.2f}x, "
-                    f"decompress {z[t]['decompress'] / zfile[t]['decompress']:.2f}x"
-                    for t in threads
-                    if t in z and t in zfile and "compress" in zfile[t]
-                ]
-                print(f"zipmodel {level} file to file vs ZipNN's file route: " + "; ".join(parts))
+        for peer_row, suffix, label in (
+            ("zipnn default", "", "ZipNN"),
+            ("zipnn file", " (file to file)", "ZipNN's file route"),
+        ):
+            for line in _ratio_lines(rows, peer_row, suffix, label, args.levels, threads):
+                print(line)
         print()
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2, default=str))
