@@ -275,46 +275,34 @@ def frame_fusable(policy: CodecPolicy) -> bool:
 _choose = None
 
 
-def _field_order0(data: np.ndarray, policy: CodecPolicy):
-    """:func:`encode_stream`'s steps up to the general codecs, in one kernel call
-    (``zipmodel._kernels.choose``: same steps, same result). Returns ``(final, best,
-    order0_best, probe_est)``, or None when the kernel leaves the stream to the Python path."""
-    global _choose
-    if _choose is None:
-        from .. import _jit
-
-        _jit.ensure_ready()
-        from .._kernels import choose
-
-        _choose = choose
+def chooser_args(policy: CodecPolicy, n: int) -> tuple:
+    """The level's parameters and this thread's buffers for ``choose_field`` on streams of up
+    to ``n`` bytes, in its argument order after the data (``encode_frame`` takes the same):
+    ``(min_gain, sample, probe, w_huff, w_rans, use_rans, max_bits, prob_bits, hist4, lens,
+    work, codes, words, freq, rbuf)``. The Huffman payload lands in ``words``, rANS's in
+    ``rbuf``; both valid until this thread's next encode."""
     from . import huffman as hm
     from . import rans as rm
 
     huff = policy.order0[0]
-    rans = policy.order0[1] if len(policy.order0) > 1 else None
+    use_rans = len(policy.order0) > 1
     s = hm._scratch()
-    n = int(data.size)
     need = n // 5 + 64
     if s.payload.size < need:
         s.payload = np.empty(max(need, 1 << 17), np.uint64)
-    if rans is not None:
+    if use_rans:
         rbuf = rm._scratch("enc", 2 * n + 2 + 4 * rm._STATES + 1 + 32 + 3 * 256, np.uint8)
         freq = rm._scratch("freq", 256, np.int64)
     else:
         rbuf, freq = _NO_RANS_BUF, _NO_RANS_FREQ
-    res = getattr(_local, "res", None)
-    if res is None:
-        res = _local.res = np.zeros(3, np.float64)
-    d = hm._readonly(np.ascontiguousarray(data, np.uint8).reshape(-1))
     w = policy.speed_weight
-    cid, start, size, final = _choose.choose_field(
-        d,
+    return (
         policy.min_gain,
         SAMPLE,
         PROBE,
         w.get(huff.name, 0.0),
         w.get("rans", 0.0),
-        rans is not None,
+        use_rans,
         huff.max_code_bits,
         rm.PROB_BITS,
         s.hist,
@@ -324,16 +312,44 @@ def _field_order0(data: np.ndarray, policy: CodecPolicy):
         s.payload,
         freq,
         rbuf,
-        res,
     )
-    if cid == _choose.NOT_HANDLED:
+
+
+def _choose_kernels():
+    """``zipmodel._kernels.choose``, imported (and the JIT made ready) on first use."""
+    global _choose
+    if _choose is None:
+        from .. import _jit
+
+        _jit.ensure_ready()
+        from .._kernels import choose
+
+        _choose = choose
+    return _choose
+
+
+def _field_order0(data: np.ndarray, policy: CodecPolicy):
+    """:func:`encode_stream`'s steps up to the general codecs, in one kernel call
+    (``zipmodel._kernels.choose``: same steps, same result). Returns ``(final, best,
+    order0_best, probe_est)``, or None when the kernel leaves the stream to the Python path."""
+    from .huffman import _readonly
+
+    k = _choose_kernels()
+    args = chooser_args(policy, int(data.size))
+    words, rbuf = args[12], args[14]
+    res = getattr(_local, "res", None)
+    if res is None:
+        res = _local.res = np.zeros(3, np.float64)
+    d = _readonly(np.ascontiguousarray(data, np.uint8).reshape(-1))
+    cid, start, size, final = k.choose_field(d, *args, res)
+    if cid == k.NOT_HANDLED:
         return None
     if cid == RAW:
         payload = data
     elif cid == CONST:
         payload = bytes([int(data[0])])
-    elif cid == _choose.HUFFMAN:
-        payload = s.payload.view(np.uint8)[:size]  # valid until the next encode
+    elif cid == k.HUFFMAN:
+        payload = words.view(np.uint8)[:size]  # valid until the next encode
     else:
         payload = rbuf[start : start + size]
     return bool(final), (float(res[0]), int(cid), payload, False), float(res[2]), float(res[1])

@@ -96,8 +96,6 @@ class _EncodeScratch:
 
 
 _elocal = threading.local()
-_NO_RANS_BUF = np.zeros(0, np.uint8)
-_NO_RANS_FREQ = np.zeros(256, np.int64)
 
 
 def encode_frame_fused(raw: np.ndarray, src_offset: int, transform, policy, buf: np.ndarray):
@@ -107,9 +105,7 @@ def encode_frame_fused(raw: np.ndarray, src_offset: int, transform, policy, buf:
     chooser handles (``codecs.select.frame_fusable``). Returns ``(frame, infos)``, or None
     when the Python path must code the chunk: another transform or level, or a stream the
     level's zstd probe says may have structure (rare on weights: tested on every stream)."""
-    from ..codecs import huffman as hm
-    from ..codecs import rans as rm
-    from ..codecs.select import PROBE, SAMPLE, _structure_pays, frame_fusable
+    from ..codecs.select import _structure_pays, chooser_args, frame_fusable
     from ..container.frames import StreamInfo
 
     if not _LITTLE or transform.transform_id not in (1, 2, 3) or not frame_fusable(policy):
@@ -122,41 +118,17 @@ def encode_frame_fused(raw: np.ndarray, src_offset: int, transform, policy, buf:
     if s.streams.size < n:
         s.streams = np.empty(max(n, 1 << 20), np.uint8)
         s.streams_ro = _readonly(s.streams)
-    hs = hm._scratch()
     per = n // transform.n_streams
-    need = per // 5 + 64
-    if hs.payload.size < need:
-        hs.payload = np.empty(max(need, 1 << 17), np.uint64)
-    huff = policy.order0[0]
-    use_rans = len(policy.order0) > 1
-    if use_rans:
-        rbuf = rm._scratch("enc", 2 * per + 2 + 4 * rm._STATES + 1 + 32 + 3 * 256, np.uint8)
-        freq = rm._scratch("freq", 256, np.int64)
-    else:
-        rbuf, freq = _NO_RANS_BUF, _NO_RANS_FREQ
-    w = policy.speed_weight
+    args = chooser_args(policy, per)
     size = k.encode_frame(
         _readonly(raw),
         buf,
         transform.transform_id,
         src_offset,
-        policy.min_gain,
-        SAMPLE,
-        PROBE,
-        w.get(huff.name, 0.0),
-        w.get("rans", 0.0),
-        use_rans,
-        huff.max_code_bits,
-        rm.PROB_BITS,
+        *args[:8],
         s.streams,
         s.streams_ro,
-        hs.hist,
-        hs.lens,
-        hs.work,
-        hs.codes,
-        hs.payload,
-        freq,
-        rbuf,
+        *args[8:],
         s.res,
         s.info,
     )
