@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 
 import ml_dtypes
@@ -85,6 +86,34 @@ def test_numpy_is_bit_identical(checkpoint, threads):
     for name, arr in ref.items():
         assert _same(got[name], arr), name
     assert all(a.flags.writeable and a.flags.c_contiguous for a in got.values())
+
+
+def test_tensors_are_aligned_disjoint_slices(checkpoint):
+    """Tensors share blocks of memory (``loading._tensor_memory``): each starts on a 64-byte
+    boundary, no two overlap, writing one leaves the others alone, and they outlive each
+    other."""
+    _, zm = checkpoint
+    got = zipmodel.load(zm, threads=2)
+    spans = sorted((a.ctypes.data, a.ctypes.data + a.nbytes, k) for k, a in got.items() if a.nbytes)
+    assert all(lo % 64 == 0 for lo, _, _ in spans)
+    assert all(hi <= nxt for (_, hi, _), (nxt, _, _) in itertools.pairwise(spans))
+    before = {k: a.tobytes() for k, a in got.items()}
+    got["layer.0.weight"].view(np.uint8)[...] = 0xFF
+    assert all(got[k].tobytes() == v for k, v in before.items() if k != "layer.0.weight")
+    keep = got["embed.weight"]
+    del got
+    assert keep.tobytes() == before["embed.weight"]
+
+
+def test_torch_tensors_own_their_storage(checkpoint):
+    """Torch tensors are not views into one big tensor: each storage starts at the tensor
+    (``storage_offset() == 0``), as ``torch.load`` gives, so ``as_strided`` offsets work."""
+    pytest.importorskip("torch")
+    _, zm = checkpoint
+    got = zipmodel.load(zm, framework="torch", threads=2)
+    for name, t in got.items():
+        assert t.storage_offset() == 0, name
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size(), name
 
 
 def test_numpy_from_bytes_and_file_object(checkpoint):
