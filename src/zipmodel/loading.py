@@ -2,16 +2,17 @@
 
 Every tensor gets its final memory up front (small tensors packed into shared blocks: see
 ``_tensor_memory``); the chunks of all tensors go through one window of the thread pool and
-each is decoded into its tensor's memory, so there is no second copy and no buffer of the whole source. The result is a view
-of that memory with the tensor's dtype and shape: the bytes are never converted (bfloat16
-stays bfloat16). Verbatim segments (headers, pickles, padding) are not read at all.
+each is decoded into its tensor's memory, so there is no second copy and no buffer of the
+whole source. The result is a view of that memory with the tensor's dtype and shape: the
+bytes are never converted (bfloat16 stays bfloat16). Verbatim segments (headers, pickles, padding) are not read at all.
 
 Segments stored once for several names (format 1.1 ``dup_of``: tied embeddings) are decoded
 once; every name gets its own view of the shared buffer, so they share memory.
 
-On a GPU (``device="cuda"``) the buffers are pinned host memory and each tensor is copied with
-``.to(device, non_blocking=True)`` as soon as its last chunk is decoded, so copies overlap the
-decoding of the next tensors. That path has not been run on a GPU yet.
+On a GPU (``device="cuda"``) each tensor is allocated on the device and each chunk, decoded
+into a ring of reused pinned host memory, is copied to its place with a non-blocking copy on a
+side stream while the next chunks decode (``zipmodel.gpu.staging``); host memory stays bounded
+whatever the model's size. That path has not been run on a GPU yet.
 """
 
 from __future__ import annotations
@@ -102,35 +103,16 @@ def load(
             for i, e in enumerate(segs)
             if e.segment.kind == TENSOR
         }
-        pinned = torch is not None and _is_cuda(torch, device)
         owners = sorted(set(wanted.values()))
-        sizes = [segs[o].segment.size for o in owners]
-        buffers: dict[int, Any] = {}  # owner segment -> its bytes (numpy uint8 or torch uint8)
-        work: list[tuple[int, np.ndarray]] = []
-        if pinned:
-            for owner, size in zip(owners, sizes):
-                buf = torch.empty(size, dtype=torch.uint8, pin_memory=True)
-                buffers[owner] = buf
-                work.append((owner, buf.numpy()))
+        if torch is not None and _is_cuda(torch, device):
+            from .gpu.staging import TorchCuda, load_segments
+
+            backend = TorchCuda(torch, device)
+            buffers, _ = load_segments(r, owners, backend, threads=threads, context=context)
         else:
-            for owner, size, host in zip(owners, sizes, _tensor_memory(sizes)):
-                buf = host
-                # a storage of its own per tensor (offset 0, as torch.load gives): from_numpy
-                # of the slice, not a slice of one tensor (from_numpy gives an empty array
-                # stride 0: no view)
-                if torch is not None:
-                    buf = torch.from_numpy(host) if size else torch.empty(0, dtype=torch.uint8)
-                buffers[owner] = buf
-                work.append((owner, host))
-        on_device: dict[int, Any] = {}
-        for owner in iter_segments(r, work, threads=threads, context=context):
-            if pinned:  # copy while the next tensors decode
-                on_device[owner] = buffers[owner].to(device, non_blocking=True)
-        if pinned:
-            torch.cuda.current_stream(device).synchronize()  # pinned buffers may go after this
-            buffers = on_device
-        elif torch is not None and not _is_cpu(device):
-            buffers = {k: v.to(device) for k, v in buffers.items()}
+            buffers = _load_host(r, owners, torch, threads, context)
+            if torch is not None and not _is_cpu(device):  # another accelerator: copy after
+                buffers = {k: v.to(device) for k, v in buffers.items()}
         views = {
             segs[i].segment.name or "": _view(buffers[owner], segs[i].segment, torch)
             for i, owner in wanted.items()
@@ -139,6 +121,25 @@ def load(
         if state_dict and isinstance(meta, dict):
             return _torch_state_dict(meta, views, torch, r.name)
         return views
+
+
+def _load_host(r, owners: list[int], torch, threads: int, context) -> dict[int, Any]:
+    """Segments ``owners`` decoded into host memory: owner -> numpy (or torch) uint8."""
+    segs = r.index.segments
+    sizes = [segs[o].segment.size for o in owners]
+    buffers: dict[int, Any] = {}
+    work: list[tuple[int, np.ndarray]] = []
+    for owner, size, host in zip(owners, sizes, _tensor_memory(sizes)):
+        buf = host
+        # a storage of its own per tensor (offset 0, as torch.load gives): from_numpy of the
+        # slice, not a slice of one tensor (from_numpy gives an empty array stride 0: no view)
+        if torch is not None:
+            buf = torch.from_numpy(host) if size else torch.empty(0, dtype=torch.uint8)
+        buffers[owner] = buf
+        work.append((owner, host))
+    for _ in iter_segments(r, work, threads=threads, context=context):
+        pass
+    return buffers
 
 
 ALIGN = 64  # every tensor starts on a cache line
