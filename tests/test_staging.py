@@ -252,6 +252,16 @@ def test_load_to_cuda_goes_through_the_staging_ring(tmp_path, monkeypatch):
                 t.reshape(-1).view(torch.uint8).numpy().tobytes()
             ), k
         assert got["lm_head.weight"].data_ptr() == got["embed.weight"].data_ptr()  # tied
+        # a PyTorch checkpoint: views with offsets and strides, an empty tensor
+        w = torch.randn(12, 10, generator=torch.Generator().manual_seed(0))
+        state = {"w": w, "w_t": w.t(), "w_rows": w[3:5], "none": torch.empty(0, 3)}
+        pt = tmp_path / "sd.pt"
+        torch.save(state, pt)
+        zipmodel.compress_file(pt, chunk_size=4 << 10)
+        sd = zipmodel.load(str(pt) + ".zm", device="cuda", threads=2)
+        for name, t in state.items():
+            assert sd[name].shape == t.shape and sd[name].stride() == t.stride(), name
+            assert torch.equal(sd[name], t), name
     finally:
         for d in created:
             d.close()

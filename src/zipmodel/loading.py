@@ -246,6 +246,8 @@ def _torch_state_dict(meta: dict, storages: dict[str, Any], torch, path) -> dict
         return FormatError(f"tensor {name!r}: {why}", path=path)
 
     out: dict[str, Any] = {}
+    # empty views get no storage: they go where the storages are (a GPU after device="cuda")
+    device = next((v.device for v in storages.values() if hasattr(v, "device")), "cpu")
     for name, t in tensors.items():
         if not isinstance(t, dict) or not isinstance(t.get("storage"), str):
             raise bad(name, "has no storage")
@@ -263,7 +265,7 @@ def _torch_state_dict(meta: dict, storages: dict[str, Any], torch, path) -> dict
         if seg is None or numel == 0:  # an empty storage or an empty view: no bytes to share
             if numel:
                 raise bad(name, "views an empty storage")
-            out[name] = _empty(dt, shape, torch, name, path)
+            out[name] = _empty(dt, shape, torch, name, path, device)
             continue
         base = storages.get(seg)
         if base is None or st.get("dtype") != t.get("dtype") or dt is None:
@@ -286,7 +288,8 @@ def _torch_state_dict(meta: dict, storages: dict[str, Any], torch, path) -> dict
     return out
 
 
-def _empty(dt, shape: list[int], torch, name: str, path):
+def _empty(dt, shape: list[int], torch, name: str, path, device: Any = "cpu"):
+    """An empty view (no bytes to share), on ``device`` like the others."""
     if torch is None:
         if dt is None or dt.numpy_name is None:
             raise UnsupportedError(f"tensor {name!r} has no numpy type", path=path)
@@ -294,4 +297,4 @@ def _empty(dt, shape: list[int], torch, name: str, path):
     tdt = getattr(torch, TORCH_DTYPES.get(dt.name, ""), None) if dt is not None else None
     if tdt is None:
         raise UnsupportedError(f"tensor {name!r} has no torch type", path=path)
-    return torch.zeros(shape, dtype=tdt)
+    return torch.zeros(shape, dtype=tdt, device=device)
