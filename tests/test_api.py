@@ -41,6 +41,46 @@ def test_open_is_lazy_and_matches_safetensors(model):
         assert f.source["sha256"] == rep.summary.sha256
 
 
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_open_items_read_ahead_in_order_and_bounded(tmp_path, threads):
+    """``items()`` decodes ahead on the pool: every tensor equals ``get_tensor``'s, in file
+    order, each its own array (a tied copy too); holding the first tensor leaves most of a
+    large file unread; an abandoned loop stops decoding."""
+    rng = np.random.default_rng(5)
+    spec = []
+    for k in range(40):  # 40 tensors of 512 KiB: several per decode window, 20 MiB in all
+        w = (rng.standard_normal(1 << 17) * 0.02).astype(np.float32)
+        spec.append((f"w{k:02d}", "F32", [1 << 17], w.tobytes()))
+    spec.append(("tied", "F32", [1 << 17], spec[0][3]))  # stored once (a duplicate segment)
+    spec.append(("empty", "F32", [0], b""))
+    spec.append(("ids", "I64", [3], np.arange(3, dtype=np.int64).tobytes()))
+    src = tmp_path / "many.safetensors"
+    src.write_bytes(edgecases.safetensors_bytes(spec))
+    zm = tmp_path / "many.safetensors.zm"
+    zipmodel.compress_file(src, zm, chunk_size=128 << 10, level="fast")
+    with zipmodel.open(zm, threads=threads) as f:
+        want = {k: f.get_tensor(k) for k in f}
+    with zipmodel.open(zm, threads=threads) as f:
+        got = list(f.items())
+        assert [k for k, _ in got] == list(want)
+        for k, a in got:
+            assert a.dtype == want[k].dtype and a.shape == want[k].shape, k
+            assert a.tobytes() == want[k].tobytes(), k
+        assert not np.shares_memory(dict(got)["tied"], dict(got)["w00"])
+    size = zm.stat().st_size
+    with zipmodel.open(zm, threads=threads) as f:
+        it = f.items()
+        name, first = next(it)
+        assert name == "w00"
+        # bounded read-ahead: the window (2 x threads batches of ~1 MiB, one being formed,
+        # one being yielded) and the index, not the whole file
+        assert f.bytes_read < (2 * threads + 3) * (1 << 20) + (64 << 10) < size
+        if threads > 1:  # ... and it does read ahead: more than the first tensor's frames
+            assert f.bytes_read > 3 * first.nbytes
+        it.close()  # abandon: pending chunks are cancelled or finish, nothing hangs
+        assert f.bytes_read < size
+
+
 def test_special_values_survive_get_tensor(tmp_path):
     p = tmp_path / "s.safetensors"
     p.write_bytes(EDGE["special_values.safetensors"])

@@ -28,6 +28,7 @@ from .pipeline import (
     check_context,
     compress_layout,
     decode_segment,
+    iter_segments,
     iter_source,
     resolve_threads,
 )
@@ -554,6 +555,15 @@ class TensorInfo:
     quality: dict[str, Any] | None = None  # a lossy stage's measured error
 
 
+def _as_tensor(seg, raw: np.ndarray) -> np.ndarray:
+    """A segment's bytes as an array of its dtype and shape (unknown or packed dtypes: the
+    bytes as they are)."""
+    dt = get_dtype(seg.dtype or "")
+    if dt is None or dt.itemsize == 0:
+        return raw
+    return raw.view(numpy_dtype(dt)).reshape(seg.shape)
+
+
 class ZmFile:
     """Lazy, random access to the tensors of a container (see :func:`open`).
 
@@ -657,11 +667,7 @@ class ZmFile:
     def get_tensor(self, name: str) -> np.ndarray:
         """Tensor ``name`` as a numpy array of its dtype and shape (bfloat16 via ml_dtypes)."""
         s = self._reader.index.segments[self._entry(name)].segment
-        raw = self.get_bytes(name)
-        dt = get_dtype(s.dtype or "")
-        if dt is None or dt.itemsize == 0:
-            return raw  # unknown or packed dtype: the bytes as they are
-        return raw.view(numpy_dtype(dt)).reshape(s.shape)
+        return _as_tensor(s, self.get_bytes(name))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
@@ -673,9 +679,26 @@ class ZmFile:
         return name in self._entries
 
     def items(self) -> Iterator[tuple[str, np.ndarray]]:
-        """``(name, tensor)`` in file order."""
-        for name in self._entries:
-            yield name, self.get_tensor(name)
+        """``(name, tensor)`` in file order, each a new array.
+
+        Tensors decode ahead of the loop on ``threads`` threads, in one bounded window (about
+        ``2 × threads`` MiB of chunks past the tensor being yielded; nothing more is started
+        while the caller holds a tensor), so a file of many small tensors keeps every thread
+        busy instead of decoding them one by one.
+        """
+        if self._missing_base:  # raises, naming the base's SHA-256
+            context_for(self._reader.index, None, path=self.name)
+        segs = self._reader.index.segments
+        bufs: dict[int, np.ndarray] = {}
+
+        def work() -> Iterator[tuple[int, np.ndarray]]:
+            for i in self._entries.values():  # buffers are made as the window reaches them
+                bufs[i] = np.empty(segs[i].segment.size, np.uint8)
+                yield i, bufs[i]
+
+        for i in iter_segments(self._reader, work(), threads=self.threads, context=self.context):
+            s = segs[i].segment
+            yield s.name or "", _as_tensor(s, bufs.pop(i))
 
     def close(self) -> None:
         self._reader.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -243,13 +243,14 @@ def iter_source(
 
 def iter_segments(
     reader,
-    work: list[tuple[int, np.ndarray]],
+    work: Iterable[tuple[int, np.ndarray]],
     *,
     threads: int = 0,
     context: StageContext | None = None,
 ) -> Iterator[int]:
     """Decode each ``(segment, out)`` of ``work`` into its ``out`` (uint8, the segment's size)
     on ``threads`` threads; yield each segment index once its bytes are complete, in order.
+    ``work`` is consumed as the decode window moves (a generator may make each ``out`` then).
 
     One window over many destinations: chunks of different tensors decode side by side.
     """
