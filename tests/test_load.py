@@ -338,3 +338,84 @@ def test_load_is_the_function_after_its_module_is_imported():
     import zipmodel.loading
 
     assert zipmodel.load is zipmodel.loading.load and "load" in zipmodel.__all__
+
+
+def _st_file(path, tensors: dict[str, np.ndarray]) -> None:
+    from safetensors.numpy import save_file
+
+    save_file(tensors, str(path))
+
+
+def test_load_a_compressed_model_folder(tmp_path):
+    """A sharded Hugging Face folder: ``load(folder.zm)`` gives every tensor of the shards
+    the index names (a shard stored against another, one stored as a copy), not the
+    ``pytorch_model.bin`` beside them nor the shard nobody names."""
+    import json
+
+    rng = np.random.default_rng(7)
+    w = lambda *s: (rng.standard_normal(s) * 0.02).astype(np.float32)  # noqa: E731
+    shared = w(64, 64)
+    s1 = {"embed.weight": w(256, 64), "layers.0.weight": shared}
+    s2 = {"layers.1.weight": shared.copy(), "layers.1.bias": w(64)}  # same bytes: stored once
+    s3 = {"tiny": rng.integers(0, 256, 24, dtype=np.uint8)}  # does not compress: a copy
+    src = tmp_path / "model"
+    src.mkdir()
+    names = ["model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors"]
+    names.append("model-00003-of-00003.safetensors")
+    for name, t in zip(names, (s1, s2, s3)):
+        _st_file(src / name, t)
+    _st_file(src / "unlisted.safetensors", {"stray": w(4)})
+    weight_map = {k: n for n, t in zip(names, (s1, s2, s3)) for k in t}
+    (src / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (src / "config.json").write_text("{}")
+    (src / "pytorch_model.bin").write_bytes(b"not read: safetensors weights are there")
+    res = zipmodel.compress_dir(src, threads=2)
+    stored = {e.path: e for e in res.files}
+    assert stored[names[1]].base == {"path": names[0]}  # stored against the first shard
+    assert stored[names[2]].stored == "copy"
+    from safetensors.numpy import load_file
+
+    want = {k: v for n in names for k, v in load_file(str(src / n)).items()}  # file order
+    for threads in (1, 2):
+        got = zipmodel.load(res.output, threads=threads)
+        assert list(got) == list(want)
+        for k, v in want.items():
+            assert _same(got[k], v), k
+    torch = pytest.importorskip("torch")
+    got = zipmodel.load(res.output, framework="torch")
+    assert got["layers.1.bias"].dtype == torch.float32
+    assert got["embed.weight"].numpy().tobytes() == s1["embed.weight"].tobytes()
+
+
+def test_load_folder_errors(tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(zipmodel.ZipmodelError, match="not a compressed model folder"):
+        zipmodel.load(plain)
+    src = tmp_path / "twice"
+    src.mkdir()
+    _st_file(src / "a.safetensors", {"w": np.ones(8, np.float32)})
+    _st_file(src / "b.safetensors", {"w": np.zeros(8, np.float32)})
+    res = zipmodel.compress_dir(src)
+    with pytest.raises(
+        zipmodel.FormatError, match=r"'w' is in both a\.safetensors and b\.safetensors"
+    ):
+        zipmodel.load(res.output)
+    with pytest.raises(ValueError, match="context"):
+        zipmodel.load(res.output, context=object())
+
+
+def test_load_folder_of_pytorch_weights(tmp_path):
+    """No safetensors: the PyTorch weight files, not the training state beside them."""
+    torch = pytest.importorskip("torch")
+    g = torch.Generator().manual_seed(3)
+    state = {"w": torch.randn(32, 16, generator=g), "b": torch.randn(16, generator=g)}
+    src = tmp_path / "pt"
+    src.mkdir()
+    torch.save(state, src / "pytorch_model.bin")
+    torch.save({"step": torch.tensor(5), "lr": torch.tensor(0.1)}, src / "training_args.bin")
+    torch.save({"state": {"m": torch.zeros(4)}}, src / "optimizer.pt")
+    res = zipmodel.compress_dir(src)
+    got = zipmodel.load(res.output, framework="torch")
+    assert set(got) == {"w", "b"}
+    assert all(torch.equal(got[k], v) for k, v in state.items())

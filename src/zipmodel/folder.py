@@ -807,6 +807,54 @@ def _entry_base(
     return open_base(root / other.stored_path, base=inner, threads=threads, owns_base=True)
 
 
+_NOT_WEIGHTS = ("optimizer", "scheduler", "rng_state", "training_args", "trainer_state")
+
+
+def weight_entries(manifest: FolderResult, root: Path) -> list[FolderEntry]:
+    """The files of a compressed folder that hold the model's weights, as transformers
+    picks them: the safetensors files (the shards ``*.safetensors.index.json`` names, when it
+    is there), else the PyTorch ones (``*.bin.index.json``'s shards, else every ``.bin``,
+    ``.pt`` and ``.pth`` that is not training state), else every GGUF and CTranslate2 file.
+    A folder with both formats of the same weights gives one of them, in file order."""
+    files = {e.path: e for e in manifest.files}
+
+    def suffix(e: FolderEntry) -> str:
+        return PurePosixPath(e.path).suffix.lower()
+
+    def indexed(kind: str) -> list[FolderEntry] | None:
+        for e in manifest.files:
+            if not e.path.endswith(f"{kind}.index.json") or e.stored != COPY:
+                continue
+            try:
+                doc = json.loads(_inside(root, e.stored_path, root / MANIFEST).read_text("utf-8"))
+                shards = set(doc["weight_map"].values())
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                raise FormatError("unreadable shard index", path=root / e.path) from None
+            parent = PurePosixPath(e.path).parent
+            rels = sorted(str(parent / s) if str(parent) != "." else s for s in shards)
+            missing = [r for r in rels if r not in files]
+            if missing:
+                raise FormatError(
+                    f"shard index names missing files: {missing[:3]}", path=root / e.path
+                )
+            return [files[r] for r in rels]
+        return None
+
+    st = [e for e in manifest.files if suffix(e) == ".safetensors"]
+    if st:
+        return indexed(".safetensors") or st
+    pt = [
+        e
+        for e in manifest.files
+        if suffix(e) in (".bin", ".pt", ".pth")
+        and not PurePosixPath(e.path).name.startswith(_NOT_WEIGHTS)
+        and (e.format.startswith("torch") or e.stored == COPY)
+    ]
+    if pt:
+        return indexed(".bin") or pt
+    return [e for e in manifest.files if e.format in ("gguf", "ctranslate2")]
+
+
 def _check_entry(e: FolderEntry, size: int, sha: str, where: Path) -> None:
     if size != e.size:
         raise VerifyMismatchError(

@@ -18,6 +18,7 @@ whatever the model's size. That path has not been run on a GPU yet.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -66,6 +67,11 @@ def load(
 ) -> dict[str, Any]:
     """Load every tensor of the container ``file`` into a dict ``name -> tensor``.
 
+    ``file`` is a ``.zm`` path, a binary file object or bytes, or a compressed model folder
+    (``zipmodel compress DIR``): then the tensors of all its weight files, as transformers
+    picks them (the safetensors shards, by ``model.safetensors.index.json`` when there is
+    one; else the PyTorch ones), merged into one dict; a name in two files is an error.
+
     ``framework`` is ``"numpy"`` (the default on the CPU; bfloat16 and float8 via ml_dtypes)
     or ``"torch"`` (the default for any other ``device``, which needs torch:
     ``pip install 'zipmodel[torch]'``). Tensors keep the dtype and shape the source recorded;
@@ -88,6 +94,13 @@ def load(
     """
     from .base import decode_context
 
+    if isinstance(file, (str, os.PathLike)) and os.path.isdir(file):
+        if context is not None:
+            raise ValueError("context= applies to one container, not to a folder")
+        return _load_folder(
+            Path(file), device, framework=framework, threads=threads, state_dict=state_dict,
+            base=base,
+        )  # fmt: skip
     framework = _framework(framework, device)
     threads = resolve_threads(threads)
     torch = _torch(device) if framework == "torch" else None
@@ -121,6 +134,56 @@ def load(
         if state_dict and isinstance(meta, dict):
             return _torch_state_dict(meta, views, torch, r.name)
         return views
+
+
+def _load_folder(
+    root: Path, device: Any, *, framework, threads: int, state_dict: bool, base: Any
+) -> dict[str, Any]:
+    """Every tensor of a compressed model folder's weight files (``folder.weight_entries``:
+    the safetensors shards, else the PyTorch ones, ...), one state dict in file order. A file
+    stored as a copy (compressing it did not pay) is read through an in-memory container."""
+    from .api import compress_bytes
+    from .errors import ZipmodelError
+    from .folder import COPY, _entry_base, _inside, is_zm_folder, read_manifest, weight_entries
+
+    if not is_zm_folder(root):
+        raise ZipmodelError(
+            "not a compressed model folder (no zipmodel.json)",
+            path=root,
+            hint="load takes a .zm file or a folder written by zipmodel compress",
+        )
+    manifest = read_manifest(root)
+    files = weight_entries(manifest, root)
+    if not files:
+        raise ZipmodelError("no weight files with tensors in this folder", path=root)
+    out: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    for e in files:
+        stored = _inside(root, e.stored_path, root)
+        kw = {"framework": framework, "threads": threads, "state_dict": state_dict}
+        if e.stored == COPY:
+            try:
+                data = stored.read_bytes()
+            except OSError as exc:
+                raise ZipmodelError(f"cannot read: {exc.strerror or exc}", path=stored) from None
+            part = load(
+                compress_bytes(data, level="fast", threads=threads, name=e.path), device, **kw
+            )
+        else:
+            bm = _entry_base(e, manifest, root, base, threads, restored=False)
+            try:
+                part = load(stored, device, base=bm, **kw)
+            finally:
+                if bm is not None:
+                    bm.close()
+        for name, t in part.items():
+            if name in out:
+                raise FormatError(
+                    f"tensor {name!r} is in both {where[name]} and {e.path}", path=root
+                )
+            out[name] = t
+            where[name] = e.path
+    return out
 
 
 def _load_host(r, owners: list[int], torch, threads: int, context) -> dict[int, Any]:
