@@ -222,6 +222,28 @@ def test_pull_restores_identical_folder_and_a_second_pull_downloads_nothing(tmp_
     assert len(server.log) == before
 
 
+def test_load_decodes_the_weights_without_restoring_the_folder(tmp_path, server, env):
+    """hub.load: the state dict straight from the downloaded .zm; only the manifest and the
+    weight file come down (not the config, the tokenizer or the card), nothing is restored."""
+    from safetensors.numpy import load_file
+
+    src = make_model(tmp_path / "tiny")
+    push(server, src)
+    sd = hub.load("alice/tiny", token="hf_read", threads=2, **env)
+    want = load_file(str(src / "model.safetensors"))
+    assert list(sd) == list(want)
+    assert all(sd[k].dtype == v.dtype and sd[k].tobytes() == v.tobytes() for k, v in want.items())
+    got = {r.path.split("/resolve/", 1)[1].split("/", 1)[1] for r in server.downloads()}
+    assert got == {MANIFEST, "model.safetensors.zm"}
+    assert not (tmp_path / "restored").exists()
+    before = len(server.downloads())
+    again = hub.load("alice/tiny", token="hf_read", **env)  # cached: no file comes down again
+    assert len(server.downloads()) == before and list(again) == list(want)
+    torch = pytest.importorskip("torch")
+    t = hub.load("alice/tiny", framework="torch", token="hf_read", **env)
+    assert t["embed.weight"].dtype == torch.float32
+
+
 def test_pull_into_a_folder(tmp_path, server, env):
     src = make_model(tmp_path / "tiny")
     push(server, src)

@@ -810,12 +810,15 @@ def _entry_base(
 _NOT_WEIGHTS = ("optimizer", "scheduler", "rng_state", "training_args", "trainer_state")
 
 
-def weight_entries(manifest: FolderResult, root: Path) -> list[FolderEntry]:
+def weight_entries(
+    manifest: FolderResult, root: Path, *, link_root: Path | None = None
+) -> list[FolderEntry]:
     """The files of a compressed folder that hold the model's weights, as transformers
     picks them: the safetensors files (the shards ``*.safetensors.index.json`` names, when it
     is there), else the PyTorch ones (``*.bin.index.json``'s shards, else every ``.bin``,
     ``.pt`` and ``.pth`` that is not training state), else every GGUF and CTranslate2 file.
-    A folder with both formats of the same weights gives one of them, in file order."""
+    A folder with both formats of the same weights gives one of them, in file order.
+    ``link_root``: see :func:`read_manifest`."""
     files = {e.path: e for e in manifest.files}
 
     def suffix(e: FolderEntry) -> str:
@@ -826,7 +829,8 @@ def weight_entries(manifest: FolderResult, root: Path) -> list[FolderEntry]:
             if not e.path.endswith(f"{kind}.index.json") or e.stored != COPY:
                 continue
             try:
-                doc = json.loads(_inside(root, e.stored_path, root / MANIFEST).read_text("utf-8"))
+                path = _inside(root, e.stored_path, root / MANIFEST, link_root)
+                doc = json.loads(path.read_text("utf-8"))
                 shards = set(doc["weight_map"].values())
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 raise FormatError("unreadable shard index", path=root / e.path) from None

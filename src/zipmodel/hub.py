@@ -4,6 +4,7 @@
 >>> hub.upload("me/tiny-llama-zm", "tiny-llama/")     # compress_dir + create_repo + upload_folder
 >>> path = hub.download("me/tiny-llama-zm")           # snapshot_download + decompress_dir
 >>> AutoModel.from_pretrained(path)
+>>> sd = hub.load("me/tiny-llama-zm", "cuda")         # the weights only, decoded from the .zm
 
 A pushed repository is a compressed folder (``docs/folders.md``): weight files as ``NAME.zm``,
 small files as they are, ``zipmodel.json`` listing every original file with its size and
@@ -50,7 +51,15 @@ from .folder import (
     read_manifest,
 )
 
-__all__ = ["PullResult", "PushResult", "download", "pull", "restore_cache_dir", "upload"]
+__all__ = [
+    "PullResult",
+    "PushResult",
+    "download",
+    "load",
+    "pull",
+    "restore_cache_dir",
+    "upload",
+]
 
 CARD_NAME = "README.md"
 # Where the source's own README.md is stored, since the repository's README.md is the model card.
@@ -465,29 +474,10 @@ def pull(
     SHA-256, and is otherwise an error unless ``force`` (then it is replaced). Only the files the
     manifest lists are downloaded.
     """
-    hf = _hf()
     t0 = time.perf_counter()
-    common: dict[str, Any] = {
-        "token": token,
-        "endpoint": endpoint,
-        "cache_dir": cache_dir,
-        "library_name": "zipmodel",
-        "library_version": __version__,
-    }
-    with _hub_errors(repo_id, revision, endpoint):
-        snap = Path(
-            hf.snapshot_download(repo_id, revision=revision, allow_patterns=[MANIFEST], **common)
-        )
+    common = _common(token, endpoint, cache_dir)
+    snap, repo_root, manifest = _snapshot_manifest(repo_id, revision, common)
     commit = snap.name
-    if not _COMMIT.match(commit):
-        raise HubError(f"unexpected snapshot folder {snap} from huggingface_hub", path=snap)
-    if not (snap / MANIFEST).is_file():
-        raise HubError(
-            f"{repo_id}@{commit[:12]} holds no {MANIFEST}: it was not pushed with zipmodel",
-            hint=f"download it as it is: hf download {repo_id}",
-        )
-    repo_root = snap.parent.parent  # models--ORG--NAME in the cache: snapshots link into blobs/
-    manifest = read_manifest(snap, link_root=repo_root)
     out = Path(local_dir) if local_dir is not None else _default_restore(repo_id, commit)
     rev = revision or "main"
 
@@ -507,13 +497,7 @@ def pull(
         )
     missing = [e for e in manifest.files if not (snap / e.stored_path).exists()]
     t1 = time.perf_counter()
-    with _hub_errors(repo_id, revision, endpoint):
-        hf.snapshot_download(
-            repo_id,
-            revision=commit,
-            allow_patterns=[glob.escape(e.stored_path) for e in manifest.files],
-            **common,
-        )
+    _fetch(repo_id, commit, manifest.files, common, revision)
     t2 = time.perf_counter()
     if local_dir is None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -531,6 +515,103 @@ def pull(
         downloaded_bytes=sum(e.stored_size for e in missing),
         download_seconds=t2 - t1,
         restore_seconds=time.perf_counter() - t2,
+    )
+
+
+def _common(token, endpoint, cache_dir) -> dict[str, Any]:
+    """``snapshot_download``'s keyword arguments shared by every call of one pull."""
+    return {
+        "token": token,
+        "endpoint": endpoint,
+        "cache_dir": cache_dir,
+        "library_name": "zipmodel",
+        "library_version": __version__,
+    }
+
+
+def _snapshot_manifest(
+    repo_id: str, revision: str | None, common: dict[str, Any]
+) -> tuple[Path, Path, FolderResult]:
+    """Download ``zipmodel.json`` alone: (snapshot folder, the repository's cache folder, the
+    checked manifest)."""
+    hf = _hf()
+    with _hub_errors(repo_id, revision, common["endpoint"]):
+        snap = Path(
+            hf.snapshot_download(repo_id, revision=revision, allow_patterns=[MANIFEST], **common)
+        )
+    commit = snap.name
+    if not _COMMIT.match(commit):
+        raise HubError(f"unexpected snapshot folder {snap} from huggingface_hub", path=snap)
+    if not (snap / MANIFEST).is_file():
+        raise HubError(
+            f"{repo_id}@{commit[:12]} holds no {MANIFEST}: it was not pushed with zipmodel",
+            hint=f"download it as it is: hf download {repo_id}",
+        )
+    repo_root = snap.parent.parent  # models--ORG--NAME in the cache: snapshots link into blobs/
+    return snap, repo_root, read_manifest(snap, link_root=repo_root)
+
+
+def _fetch(repo_id: str, commit: str, entries, common: dict[str, Any], revision) -> None:
+    """Download the stored files of ``entries`` (at ``commit``) into the snapshot."""
+    if not entries:
+        return
+    with _hub_errors(repo_id, revision, common["endpoint"]):
+        _hf().snapshot_download(
+            repo_id,
+            revision=commit,
+            allow_patterns=[glob.escape(e.stored_path) for e in entries],
+            **common,
+        )
+
+
+def load(
+    repo_id: str,
+    device: Any = "cpu",
+    *,
+    framework: str | None = None,
+    threads: int = 0,
+    state_dict: bool = True,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    base: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """The state dict of the compressed model ``repo_id``, decoded from the downloaded
+    ``.zm`` files: no restored folder is written (``zipmodel.load`` of the snapshot).
+
+    Downloads only what the state dict needs: the manifest, the shard index, the weight files
+    ``zipmodel.load`` picks for a folder, and the files they were stored against; not the
+    tokenizer, the config or a second format of the same weights (``download`` restores the
+    whole folder). ``device``, ``framework``, ``threads``, ``state_dict`` as for
+    ``zipmodel.load``; ``revision``, ``token``, ``endpoint``, ``cache_dir`` as for :func:`pull`;
+    ``base``: the base folder of a model pushed with ``--base``.
+    """
+    from .folder import weight_entries
+    from .loading import _load_folder
+
+    common = _common(token, endpoint, cache_dir)
+    snap, repo_root, manifest = _snapshot_manifest(repo_id, revision, common)
+    indexes = [e for e in manifest.files if e.path.endswith(".index.json") and e.stored == COPY]
+    _fetch(repo_id, snap.name, indexes, common, revision)
+    by_path = {e.path: e for e in manifest.files}
+    need, todo = {}, list(weight_entries(manifest, snap, link_root=repo_root))
+    while todo:  # the weight files and every file they were stored against
+        e = todo.pop()
+        if e.path not in need:
+            need[e.path] = e
+            ref = (e.base or {}).get("path")
+            if ref in by_path:
+                todo.append(by_path[ref])
+    _fetch(repo_id, snap.name, list(need.values()), common, revision)
+    return _load_folder(
+        snap,
+        device,
+        framework=framework,
+        threads=threads,
+        state_dict=state_dict,
+        base=base,
+        link_root=repo_root,
     )
 
 

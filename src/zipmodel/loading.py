@@ -137,11 +137,20 @@ def load(
 
 
 def _load_folder(
-    root: Path, device: Any, *, framework, threads: int, state_dict: bool, base: Any
+    root: Path,
+    device: Any,
+    *,
+    framework,
+    threads: int,
+    state_dict: bool,
+    base: Any,
+    link_root: Path | None = None,
 ) -> dict[str, Any]:
     """Every tensor of a compressed model folder's weight files (``folder.weight_entries``:
     the safetensors shards, else the PyTorch ones, ...), one state dict in file order. A file
-    stored as a copy (compressing it did not pay) is read through an in-memory container."""
+    stored as a copy (compressing it did not pay) is read through an in-memory container.
+    ``link_root``: where stored files may also be reached through symlinks (a Hugging Face
+    cache snapshot links into its ``blobs``)."""
     from .api import compress_bytes
     from .errors import ZipmodelError
     from .folder import COPY, _entry_base, _inside, is_zm_folder, read_manifest, weight_entries
@@ -152,14 +161,14 @@ def _load_folder(
             path=root,
             hint="load takes a .zm file or a folder written by zipmodel compress",
         )
-    manifest = read_manifest(root)
-    files = weight_entries(manifest, root)
+    manifest = read_manifest(root, link_root=link_root)
+    files = weight_entries(manifest, root, link_root=link_root)
     if not files:
         raise ZipmodelError("no weight files with tensors in this folder", path=root)
     out: dict[str, Any] = {}
     where: dict[str, str] = {}
     for e in files:
-        stored = _inside(root, e.stored_path, root)
+        stored = _inside(root, e.stored_path, root, link_root)
         kw = {"framework": framework, "threads": threads, "state_dict": state_dict}
         if e.stored == COPY:
             try:
