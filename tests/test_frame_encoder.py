@@ -51,14 +51,11 @@ def _both(raw: np.ndarray, kind: str, level: str, src_offset: int = 0):
     t, policy = TRANSFORMS[kind], policy_for_level(level)
     cap = 40 + 12 * t.n_streams + raw.size + 64
     fused = encode_frame_fused(raw, src_offset, t, policy, np.zeros(cap, np.uint8))
-    real = chunk_mod.encode_frame_fused
-    chunk_mod.encode_frame_fused = lambda *a: None
-    try:
-        python = encode_chunk(raw, src_offset, t, policy)
-    finally:
-        chunk_mod.encode_frame_fused = real
+    # the Python path of the same split frame (encode_chunk may then prefer a tiny chunk
+    # coded whole: see test_tiny_chunks_keep_the_smaller_frame)
+    python = chunk_mod._encode_frame(raw, src_offset, t, policy, None, np.zeros(cap, np.uint8))
     frame = None if fused is None else (bytes(fused[0]), fused[1])
-    return frame, (bytes(python.frame), python.streams)
+    return frame, (bytes(python[0]), python[1])
 
 
 @settings(max_examples=60, deadline=None)
@@ -142,3 +139,29 @@ def test_kernel_bodies_without_jit():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("level", ["fast", "default", "max"])
+def test_tiny_chunks_keep_the_smaller_frame(level):
+    """A split chunk of at most 4 KiB is also coded whole; the smaller frame is kept, and
+    either decodes to the chunk."""
+    from zipmodel.pipeline import decode_chunk
+    from zipmodel.pipeline.chunk import TINY_CHUNK
+
+    policy = policy_for_level(level)
+    rng = np.random.default_rng(0)
+    bias = (rng.standard_normal(64) * 0.02).astype(np.float32).view(np.uint8)  # 256 B
+    ones = np.ones(1024, np.float32).view(np.uint8)  # 4 KiB of one value: whole is tiny too
+    big = (rng.standard_normal(4096) * 0.02).astype(np.float32).view(np.uint8)  # 16 KiB
+    for raw, whole in ((bias, True), (ones, True), (big, False)):
+        ch = encode_chunk(raw, 7, SplitF32(), policy)
+        split = chunk_mod._encode_frame(
+            raw, 7, SplitF32(), policy, None, np.zeros(raw.size + 200, np.uint8)
+        )
+        assert (ch.transform_id == Identity().transform_id) == whole, raw.size
+        assert ch.frame_size <= split[0].size
+        if whole:
+            assert raw.size <= TINY_CHUNK and ch.frame_size < split[0].size
+        out = np.empty(raw.size, np.uint8)
+        decode_chunk(chunk_mod.parse_frame(ch.frame), out)
+        assert out.tobytes() == raw.tobytes()

@@ -69,7 +69,7 @@ def _row(transform: int, src_offset: int, n_streams: int) -> dict:
 def _encode(kind: str, raw: bytes, level: str, src_offset: int):
     t = TRANSFORMS[kind]
     ch = encode_chunk(np.frombuffer(raw, np.uint8), src_offset, t, policy_for_level(level))
-    return ch.frame.tobytes(), _row(t.transform_id, src_offset, t.n_streams)
+    return ch.frame.tobytes(), _row(ch.transform_id, src_offset, len(ch.streams))
 
 
 @given(

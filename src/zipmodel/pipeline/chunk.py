@@ -17,7 +17,7 @@ from ..container.format import (
 )
 from ..container.frames import Frame, FrameWriter, StreamInfo, parse_frame, parse_frame_inplace
 from ..errors import CorruptDataError, FormatError, ZipmodelError
-from ..stages import Transform, get_transform
+from ..stages import Transform, get_transform, transform_for
 from .fused import decode_frame_fused, encode_frame_fused
 
 
@@ -36,6 +36,7 @@ class EncodedChunk:
 
 
 _SMALL_FRAME = 64 << 10
+TINY_CHUNK = 4 << 10  # split chunks up to this size are also tried coded whole
 
 
 class BufferPool:
@@ -106,10 +107,20 @@ def encode_chunk(
         frame, infos = fused
     else:
         frame, infos = _encode_frame(raw, src_offset, transform, policy, layout, buf)
+    tid = transform.transform_id
+    if transform.n_streams > 1 and n <= TINY_CHUNK:
+        # A tiny chunk (a norm weight, a bias): each extra stream costs a 12-byte entry and
+        # its own codec header, often more than coding the fields apart saves. Keep the
+        # smaller of the split frame and the bytes coded whole (F32 of 256 bytes: 344 -> 308).
+        whole = transform_for(None)
+        alt = np.empty(FrameWriter.capacity(1, n), np.uint8)
+        f2, i2 = _encode_frame(raw, src_offset, whole, policy, None, alt)
+        if f2.size < frame.size:
+            frame, infos, tid = f2, i2, whole.transform_id
     return EncodedChunk(
         frame,
         buf if pool is not None else None,
-        transform.transform_id,
+        tid,
         n,
         infos,
         time.perf_counter() - t0,
