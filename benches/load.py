@@ -11,13 +11,14 @@ timer runs from the file on disk to a dict of arrays whose every page has been t
 byte per 4 KiB read inside the timer, for every method, so a loader that maps lazily is not
 timed for less work). Two settings, two tables:
 
-- **one process** (``--runs`` interleaved rounds in this process, every method once per
-  round): repeated loads, where the allocator hands each load the memory the last one freed
-  (glibc keeps freed blocks under 32 MiB), so page faults mostly drop out;
+- **one process** (``--runs`` rounds in this process, every method once per round, in a new
+  seeded order each round): repeated loads, where the allocator hands each load the memory
+  the last one freed (glibc keeps freed blocks under 32 MiB), so page faults mostly drop out;
 - **fresh process** (``--fresh-runs`` rounds, each load in a new process, numpy rows and
-  ZipNN; ``--fresh-runs 0`` skips it): how a model is loaded in practice, once per process.
-  Imports and a warm-up on a small file are untimed; the timed load gets fresh memory. This
-  table also gives the CPU time of the loading process (all its threads).
+  ZipNN, shuffled the same way; ``--fresh-runs 0`` skips it): how a model is loaded in
+  practice, once per process. Imports and a warm-up on a small file are untimed; the timed
+  load gets fresh memory. This table also gives the CPU time of the loading process (all its
+  threads).
 
 Rows:
 
@@ -44,6 +45,7 @@ import argparse
 import gc
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -136,8 +138,11 @@ def bench_file(src: Path, zms: dict[str, Path], threads: list[int], runs: int) -
         except Exception as e:
             print(f"# {src.name}: {name}: n/a ({type(e).__name__}: {e})", file=sys.stderr)
             del fns[name]
-    for _ in range(runs):
-        for name, fn in fns.items():
+    for rnd in range(runs):
+        order = list(fns)
+        random.Random(rnd).shuffle(order)  # a new (seeded) order each round: what runs
+        for name in order:  # before a method changes its time (the heap it finds, caches)
+            fn = fns[name]
             gc.collect()
             t0 = time.perf_counter()
             sd = fn()
@@ -204,8 +209,11 @@ def bench_fresh(src: Path, zms: dict[str, Path], small: dict, threads: list[int]
                 "method": "zipmodel", "file": str(zm), "warm": small[level], "threads": t,
             }  # fmt: skip
     got: dict[str, list[dict]] = {k: [] for k in specs}
-    for _ in range(runs):
-        for name, spec in specs.items():
+    for rnd in range(runs):
+        order = list(specs)
+        random.Random(rnd).shuffle(order)
+        for name in order:
+            spec = specs[name]
             r = subprocess.run(
                 [sys.executable, __file__, "--child", json.dumps(spec)],
                 capture_output=True,
