@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -174,6 +174,12 @@ def default_output(path: str | os.PathLike, *, decompress: bool) -> Path:
     return p.with_name(p.name[: -len(SUFFIX)])
 
 
+def wants_lossy(options: Mapping[str, Any]) -> bool:
+    """Whether lossy keywords (``lossy=``, ``mantissa_bits=``, ...) ask for a lossy stage: a
+    preset or a mantissa rounding (the other keywords only tune one)."""
+    return options.get("lossy") is not None or options.get("mantissa_bits") is not None
+
+
 def lossy_stages(
     lossy: str | None = None,
     *,
@@ -190,7 +196,7 @@ def lossy_stages(
     :mod:`zipmodel.stages.rules` (``keep``/``only`` globs; ``layout``: the source's, so a
     PyTorch storage is judged by the tensor that views it); ``None`` when nothing lossy is
     asked for."""
-    if lossy is None and mantissa_bits is None:
+    if not wants_lossy({"lossy": lossy, "mantissa_bits": mantissa_bits}):
         if keep or only:
             raise ValueError("keep/only select tensors for a lossy stage: give lossy= too")
         return None

@@ -429,7 +429,7 @@ def compress_dir(
     _check_outputs(src, out, force)
     if base is not None and not Path(base).is_dir():
         raise ZipmodelError("the base of a folder must be a folder", path=base)
-    if lossy.get("lossy") is not None or lossy.get("mantissa_bits") is not None:
+    if api.wants_lossy(lossy):
         if base is not None:
             raise ValueError("base= cannot be combined with a lossy stage")
         dedup = False  # a tensor goes through one stage: the lossy one

@@ -284,7 +284,9 @@ def upload(
             )
             result.input = str(src)
         rev = revision or "main"
-        is_lossy = bool(lossy.get("lossy") or lossy.get("mantissa_bits") is not None)
+        from .api import wants_lossy
+
+        is_lossy = wants_lossy(lossy)
         _write_card(staged, repo_id, rev, result, _lossy_note(lossy) if is_lossy else "")
         sizes = [p.stat().st_size for p in staged.rglob("*") if p.is_file()]
         with _hub_errors(repo_id, revision, endpoint, writing=True):

@@ -161,7 +161,7 @@ def lossy_options(f):
 
 def lossy_kwargs(lossy, mantissa_bits, group_size, per_tensor, asymmetric, keep, only) -> dict:
     """The API keywords for the lossy options, checked (a bad combination is a usage error)."""
-    from ..api import lossy_stages
+    from ..api import lossy_stages, wants_lossy
 
     kw = dict(
         lossy=lossy,
@@ -172,7 +172,7 @@ def lossy_kwargs(lossy, mantissa_bits, group_size, per_tensor, asymmetric, keep,
         keep=tuple(keep),
         only=tuple(only),
     )
-    if lossy is None and mantissa_bits is None:
+    if not wants_lossy(kw):
         if per_tensor or asymmetric or group_size != 64 or keep or only:
             raise click.UsageError(
                 "--group-size, --per-tensor, --asymmetric, --keep and --only apply to a lossy "

@@ -234,6 +234,7 @@ def compress(
 
 def _compress_folder(out: Output, path: str, output, *, remove: bool, threads: int, **kw) -> dict:
     from .. import folder
+    from ..api import wants_lossy
 
     with out.progress(f"compress {Path(path).resolve().name}/") as advance:
         rep = folder.compress_dir(path, output, threads=threads, progress=advance, **kw)
@@ -244,7 +245,7 @@ def _compress_folder(out: Output, path: str, output, *, remove: bool, threads: i
         kept = "  (input removed)" if gone else "  (input files removed; unlisted ones kept)"
     out.line(folder_line(rep) + kept)
     d = rep.to_json()
-    if kw.get("lossy") or kw.get("mantissa_bits") is not None:
+    if wants_lossy(kw):
         from .info import folder_summaries, merged_tensors
 
         every = merged_tensors(str(rep.output), folder_summaries(str(rep.output), rep))
