@@ -2,17 +2,13 @@
 it short-cuts: same codec, same payload bytes, on any stream, at the ``fast`` (Huffman) and
 ``default`` (Huffman or rANS, then the zstd probe) levels."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import zipmodel.codecs.select as select
+from subproc import run_python
 from zipmodel.codecs.select import SAMPLE, encode_stream, policy_for_level
 
 
@@ -116,14 +112,4 @@ def fixed_cases() -> None:
 
 def test_kernel_bodies_without_jit():
     """NUMBA_DISABLE_JIT=1: the chooser kernel as Python gives the same choices and bytes."""
-    here = Path(__file__).parent
-    env = {
-        **os.environ,
-        "NUMBA_DISABLE_JIT": "1",
-        "PYTHONPATH": os.pathsep.join([str(here), *sys.path]),
-    }
-    code = "import test_choose_kernel as t; t.fixed_cases()"
-    r = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
+    run_python("import test_choose_kernel as t; t.fixed_cases()", NUMBA_DISABLE_JIT="1")

@@ -7,17 +7,13 @@ chunk back when the ``default`` level's zstd probe could pick zstd, and leave ot
 transforms and levels to the Python path.
 """
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import zipmodel.pipeline.chunk as chunk_mod
+from subproc import run_python
 from zipmodel.codecs.select import policy_for_level
 from zipmodel.pipeline import encode_chunk
 from zipmodel.pipeline.fused import encode_frame_fused
@@ -128,17 +124,7 @@ def fixed_cases() -> None:
 
 def test_kernel_bodies_without_jit():
     """NUMBA_DISABLE_JIT=1: the encoder kernel as Python writes the same frames."""
-    here = Path(__file__).parent
-    env = {
-        **os.environ,
-        "NUMBA_DISABLE_JIT": "1",
-        "PYTHONPATH": os.pathsep.join([str(here), *sys.path]),
-    }
-    code = "import test_frame_encoder as t; t.fixed_cases()"
-    r = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
+    run_python("import test_frame_encoder as t; t.fixed_cases()", NUMBA_DISABLE_JIT="1")
 
 
 @pytest.mark.parametrize("level", ["fast", "default", "max"])

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from subproc import run_python
 from zipmodel.codecs.select import policy_for_level
 from zipmodel.container.frames import HEADROOM, build_frame, parse_frame
 from zipmodel.errors import ZipmodelError
@@ -187,17 +188,7 @@ def fixed_cases() -> None:
 def test_kernel_bodies_without_jit():
     """NUMBA_DISABLE_JIT=1: the kernel bodies run as Python, where numpy's bounds checks turn
     any stray index into an IndexError (and coverage sees them)."""
-    here = Path(__file__).parent
-    env = {
-        **os.environ,
-        "NUMBA_DISABLE_JIT": "1",
-        "PYTHONPATH": os.pathsep.join([str(here), *sys.path]),
-    }
-    code = "import test_frame_kernel as t; t.fixed_cases()"
-    r = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
+    run_python("import test_frame_kernel as t; t.fixed_cases()", NUMBA_DISABLE_JIT="1")
 
 
 @pytest.mark.slow

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -14,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import naive_huffman as naive
+from subproc import run_python
 from zipmodel._kernels import huffman as kern
 from zipmodel.codecs.huffman import HuffmanCodec, header_size
 from zipmodel.errors import CorruptDataError
@@ -381,18 +379,10 @@ def test_fuzz_small_compiled():
     fuzz_small(seed=11, cases=60)
 
 
-def _run_python(code: str, **env: str) -> None:
-    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path]), **env}
-    r = subprocess.run(
-        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=900
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
-
-
 def test_kernel_bodies_without_jit():
     """The kernels as plain Python (NUMBA_DISABLE_JIT=1): coverage sees their bodies, and
     numpy's bounds checks would turn any out-of-bounds index into an IndexError."""
-    _run_python(
+    run_python(
         "import test_huffman as t; t.fuzz_small(seed=12, cases=27); t.test_code_lengths_fewer_than_two_symbols()",
         NUMBA_DISABLE_JIT="1",
     )
@@ -401,7 +391,7 @@ def test_kernel_bodies_without_jit():
 @pytest.mark.slow
 def test_compiled_kernels_with_bounds_checks(tmp_path):
     """The compiled kernels with Numba's bounds checks on, on damaged payloads."""
-    _run_python(
+    run_python(
         "import test_huffman as t; t.fuzz_small(seed=13, cases=200); "
         "t.test_every_truncation_and_extension_fails(); t.test_corrupted_tables_fail()",
         NUMBA_BOUNDSCHECK="1",
