@@ -156,7 +156,11 @@ def test_torch_is_bit_identical(tmp_path, threads):
         assert isinstance(t, torch.Tensor) and t.device.type == "cpu"
         assert (t.dtype, t.shape) == (want.dtype, want.shape), name
         assert _torch_bytes(torch, t) == _torch_bytes(torch, want), name
-    assert zipmodel.load(zm, "cpu", framework="torch", threads=threads).keys() == got.keys()
+    on_cpu = zipmodel.load(zm, "cpu", threads=threads)  # a device means torch, as safetensors
+    assert on_cpu.keys() == got.keys()
+    for name, t in on_cpu.items():
+        assert isinstance(t, torch.Tensor) and t.device.type == "cpu"
+        assert _torch_bytes(torch, t) == _torch_bytes(torch, got[name]), name
 
 
 def _torch_bytes(torch, t) -> bytes:
@@ -318,9 +322,11 @@ def test_device_and_framework_errors(checkpoint, monkeypatch):
     with pytest.raises(ValueError, match="threads"):
         zipmodel.load(zm, threads=-1)
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
-    with pytest.raises(MissingDependencyError, match="PyTorch") as e:
-        zipmodel.load(zm, framework="torch")
-    assert "zipmodel[torch]" in e.value.hint
+    for kw in ({"framework": "torch"}, {"device": "cpu"}):
+        with pytest.raises(MissingDependencyError, match="PyTorch") as e:
+            zipmodel.load(zm, **kw)
+        assert "zipmodel[torch]" in e.value.hint
+    assert isinstance(zipmodel.load(zm)["embed.weight"], np.ndarray)
 
 
 def test_cuda_without_a_gpu_is_a_clear_error(checkpoint):

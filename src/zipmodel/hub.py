@@ -568,7 +568,7 @@ def _fetch(repo_id: str, commit: str, entries, common: dict[str, Any], revision)
 
 def load(
     repo_id: str,
-    device: Any = "cpu",
+    device: Any = None,
     *,
     framework: str | None = None,
     threads: int = 0,

@@ -57,7 +57,7 @@ TORCH_DTYPES = {
 
 def load(
     file: str | os.PathLike | BinaryIO | bytes,
-    device: Any = "cpu",
+    device: Any = None,
     *,
     framework: str | None = None,
     threads: int = 0,
@@ -72,9 +72,11 @@ def load(
     picks them (the safetensors shards, by ``model.safetensors.index.json`` when there is
     one; else the PyTorch ones), merged into one dict; a name in two files is an error.
 
-    ``framework`` is ``"numpy"`` (the default on the CPU; bfloat16 and float8 via ml_dtypes)
-    or ``"torch"`` (the default for any other ``device``, which needs torch:
-    ``pip install 'zipmodel[torch]'``). Tensors keep the dtype and shape the source recorded;
+    Without a ``device`` the tensors are numpy arrays (bfloat16 and float8 via ml_dtypes);
+    asking for a device (``"cpu"``, ``"cuda:0"``, a ``torch.device``) means torch tensors on
+    it, as ``safetensors.torch`` gives (torch missing: :class:`MissingDependencyError`,
+    ``pip install 'zipmodel[torch]'``). ``framework`` (``"numpy"`` or ``"torch"``) overrides
+    that: ``framework="torch"`` alone is the CPU, numpy only lives there. Tensors keep the dtype and shape the source recorded;
     element types without a numpy/torch equivalent (GGUF block-quantized types, packed 4/6-bit
     floats, names zipmodel does not know) come back as their raw bytes, a 1-D uint8 array.
     Names are the source's tensor names. For a PyTorch checkpoint, ``state_dict=True`` gives
@@ -248,13 +250,14 @@ def _tensor_memory(sizes: list[int]) -> list[np.ndarray]:
 
 
 def _is_cpu(device: Any) -> bool:
-    return str(device).split(":")[0] == "cpu"
+    return device is None or str(device).split(":")[0] == "cpu"
 
 
 def _framework(framework: str | None, device: Any) -> str:
+    """numpy without a device, torch with one (as ``safetensors.torch``), unless asked."""
     cpu = _is_cpu(device)
     if framework is None:
-        return "numpy" if cpu else "torch"
+        return "numpy" if device is None else "torch"
     if framework not in ("numpy", "torch"):
         raise ValueError(f"framework must be 'numpy' or 'torch', not {framework!r}")
     if framework == "numpy" and not cpu:
@@ -269,7 +272,7 @@ def _torch(device: Any):
         raise MissingDependencyError(
             "loading as torch tensors needs PyTorch", hint="pip install 'zipmodel[torch]'"
         ) from None
-    dev = torch.device(device)
+    dev = torch.device("cpu" if device is None else device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UnsupportedError(
             f"device {device!r}: this torch has no CUDA device available",
@@ -279,7 +282,7 @@ def _torch(device: Any):
 
 
 def _is_cuda(torch, device: Any) -> bool:
-    return torch.device(device).type == "cuda"
+    return device is not None and torch.device(device).type == "cuda"
 
 
 def _view(buf, seg, torch):
