@@ -76,9 +76,11 @@ def load(
     asking for a device (``"cpu"``, ``"cuda:0"``, a ``torch.device``) means torch tensors on
     it, as ``safetensors.torch`` gives (torch missing: :class:`MissingDependencyError`,
     ``pip install 'zipmodel[torch]'``). ``framework`` (``"numpy"`` or ``"torch"``) overrides
-    that: ``framework="torch"`` alone is the CPU, numpy only lives there. Tensors keep the dtype and shape the source recorded;
-    element types without a numpy/torch equivalent (GGUF block-quantized types, packed 4/6-bit
-    floats, names zipmodel does not know) come back as their raw bytes, a 1-D uint8 array.
+    that: ``framework="torch"`` alone is the CPU, numpy only lives there.
+
+    Tensors keep the dtype and shape the source recorded; element types without a
+    numpy/torch equivalent (GGUF block-quantized types, packed 4/6-bit floats, names zipmodel
+    does not know) come back as their raw bytes, a 1-D uint8 array.
     Names are the source's tensor names. For a PyTorch checkpoint, ``state_dict=True`` gives
     the state-dict keys, each a view of its decoded storage with the recorded offset, shape
     and stride (checked against the storage first: the metadata is untrusted), as
