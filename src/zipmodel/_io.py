@@ -2,26 +2,44 @@
 
 Sources are memory-mapped read-only, so readers and encoders see zero-copy ``uint8`` views and
 the input can never be modified. Outputs are written to a hidden temporary file beside the
-destination and renamed into place only on success, so an error or Ctrl-C leaves nothing
-behind and an existing file is replaced atomically.
+destination, flushed to the disk and renamed into place only on success, so an error, Ctrl-C
+or a signal leaves nothing behind, an existing file is replaced atomically, and a power cut
+after the rename cannot lose the output (``--rm`` deletes the input only after that). An
+output keeps its source's permission bits and times (:class:`FileMeta`), as zstd's do.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import mmap
 import os
+import re
+import stat
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import OutputExistsError, ZipmodelError
 
-__all__ = ["MemoryOutput", "Source", "atomic_output", "new_bytes", "prefault"]
+__all__ = [
+    "FileMeta",
+    "MemoryOutput",
+    "Source",
+    "atomic_output",
+    "fsync_dir",
+    "fsync_file",
+    "new_bytes",
+    "prefault",
+    "remove_stale_temporaries",
+    "umask",
+]
 
 
 def new_bytes(n: int, *, threads: int = 1, prefault_pages: bool = True) -> tuple[bytes, np.ndarray]:
@@ -311,12 +329,152 @@ class Source:
         self.close()
 
 
+@dataclass(frozen=True)
+class FileMeta:
+    """What a written file keeps of the one it was made from, as zstd and gzip do: the
+    permission bits (``0o777``: never setuid, setgid or sticky) and the times."""
+
+    mode: int
+    mtime_ns: int
+    atime_ns: int | None = None  # None: the time it is applied
+
+    @classmethod
+    def of(cls, path: str | os.PathLike) -> FileMeta | None:
+        """``path``'s mode and times; None when it is not a regular file (a pipe, a device)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return cls(stat.S_IMODE(st.st_mode) & 0o777, st.st_mtime_ns, st.st_atime_ns)
+
+    def apply(self, target: int | str | os.PathLike) -> None:
+        """Give the open file ``target`` (a descriptor) or the file at ``target`` this mode
+        and these times (a time the file system cannot hold is left as it is: only the mode
+        protects anything)."""
+        atime = self.atime_ns if self.atime_ns is not None else time.time_ns()
+        if isinstance(target, int):
+            os.fchmod(target, self.mode & 0o777)
+        else:
+            os.chmod(target, self.mode & 0o777)
+        with contextlib.suppress(OSError, OverflowError):
+            os.utime(target, ns=(atime, self.mtime_ns))
+
+
+def umask() -> int:
+    """The process's umask: from ``/proc`` on Linux, else by setting it and back (a moment
+    in which another thread creating a file would get no umask)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make the entries of the folder ``path`` (a rename, a new file) durable.
+
+    Where a folder cannot be opened or synced (Windows, some network file systems) there is
+    nothing more to do; an I/O error is raised.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a file written by someone else (``shutil``, ``Path.write_text``) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+TEMP_TAG = ".zmtmp-"  # .{name}.zmtmp-{pid}-{random}: whose it is, and which process wrote it
+
+
+def _temp_name(dest_name: str) -> re.Pattern[str]:
+    # mkstemp's random part: 8 of [a-z0-9_]. No other name fits: after the tag come only
+    # digits, a dash and those 8 characters, and a dot is none of them.
+    return re.compile(re.escape(f".{dest_name}{TEMP_TAG}") + r"([0-9]{1,10})-[a-z0-9_]{8}")
+
+
+def remove_stale_temporaries(dest: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed run of zipmodel left for ``dest``; returns them.
+
+    Only files named as :func:`atomic_output` names them for this very ``dest``, regular
+    files owned by this user, whose writing process no longer exists (``kill(pid, 0)``
+    answers "no such process"). A live process's temporary (another zipmodel writing the
+    same output right now) and anything else are left alone. POSIX only.
+    """
+    if os.name != "posix":
+        return []
+    p = Path(dest)
+    parent = p.parent if str(p.parent) else Path(".")
+    pattern = _temp_name(p.name)
+    removed: list[Path] = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        m = pattern.fullmatch(name)
+        if m is None:
+            continue
+        pid = int(m.group(1))
+        if pid <= 0 or pid == os.getpid() or _alive(pid):
+            continue
+        q = parent / name
+        try:
+            st = q.lstat()
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+                continue
+            q.unlink()
+        except OSError:
+            continue
+        removed.append(q)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # another user's process (or a pid we cannot ask about): keep its file
+    return True
+
+
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, *, force: bool = False) -> Iterator[tuple[int, Path]]:
+def atomic_output(
+    path: str | os.PathLike, *, force: bool = False, meta: FileMeta | None = None
+) -> Iterator[tuple[int, Path]]:
     """Yield ``(fd, temp_path)`` of a temporary file that replaces ``path`` on success.
 
     Without ``force`` an existing ``path`` raises :class:`OutputExistsError` before anything is
-    written. On any exception (including ``KeyboardInterrupt``) the temporary file is removed.
+    written. On any exception (``KeyboardInterrupt`` and the CLI's signal exception included:
+    anything derived from ``BaseException``) the temporary file is removed. One a killed
+    process could not remove is removed by the next ``atomic_output`` to the same ``path``
+    (:func:`remove_stale_temporaries`).
+
+    The result gets ``meta``'s mode and times (the source's, as zstd keeps them), or the usual
+    permissions (``0o666`` less the umask) without one. Before the rename the file's data
+    are flushed to the disk (``fsync``), and the folder after it, so that a caller deleting
+    the input next (``--rm``) never leaves a power cut with neither.
     """
     dest = Path(path)
     if dest.exists() and not force:
@@ -326,8 +484,9 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False) -> Iterator[t
     if dest.is_dir():
         raise ZipmodelError("output is a directory", path=dest)
     parent = dest.parent if str(dest.parent) else Path(".")
+    remove_stale_temporaries(dest)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}{TEMP_TAG}{os.getpid()}-", dir=parent)
     except FileNotFoundError:
         raise ZipmodelError("output directory does not exist", path=parent) from None
     except PermissionError:
@@ -335,12 +494,13 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False) -> Iterator[t
     tmp_path = Path(tmp)
     try:
         yield fd, tmp_path
+        if meta is not None:
+            meta.apply(fd)
+        else:  # mkstemp creates 0600; give the output the usual permissions (umask applied)
+            os.fchmod(fd, 0o666 & ~umask())
+        os.fsync(fd)
         os.close(fd)
         fd = -1
-        # mkstemp creates 0600; give the output the usual permissions (umask applied).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
         if dest.exists() and not force:  # appeared meanwhile
             raise OutputExistsError("output already exists", path=dest)
         os.replace(tmp_path, dest)
@@ -351,3 +511,4 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False) -> Iterator[t
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+    fsync_dir(parent)

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ._io import MemoryOutput, Source, atomic_output, finish_bytes, new_bytes
+from ._io import FileMeta, MemoryOutput, Source, atomic_output, finish_bytes, new_bytes
 from .base import BaseModel, context_for, decode_context, delta_chooser, using_base
 from .container.reader import ContainerReader
 from .dtypes import DType, dtype_from_hint, get_dtype, numpy_dtype
@@ -235,6 +235,7 @@ def compress_file(
     stages: StageChooser | None = None,
     context: StageContext | None = None,
     base: str | os.PathLike | BaseModel | None = None,
+    meta: bool | FileMeta = True,
 ) -> CompressReport:
     """Compress the file ``src`` into the container ``dst`` (default ``src + ".zm"``).
 
@@ -244,7 +245,10 @@ def compress_file(
     the container atomically. ``src`` is never modified; without ``force`` an existing
     ``dst`` is an error. The output's bytes depend on the data and the options, not on
     ``threads``. ``dst`` may also be a writable binary file object (written front to back).
-    ``name`` is the source name the index records (default: ``src``'s file name).
+    ``name`` is the source name the index records (default: ``src``'s file name). With
+    ``meta`` the container file gets ``src``'s permission bits and times, as zstd does (a
+    private 0600 checkpoint stays private); ``meta=False`` (a spooled pipe) gives it the
+    usual permissions, a :class:`~zipmodel._io.FileMeta` those.
 
     Lossy compression is opt-in: ``lossy`` names a preset (``bf16``, ``fp8``, ``int8``,
     ``int4``, ``nf4``; ``group_size`` for int4/nf4, ``per_tensor`` scales for fp8,
@@ -309,12 +313,21 @@ def compress_file(
         if _is_fileobj(dst):
             res, out_name = run(dst), str(getattr(dst, "name", "<stream>"))
         else:
-            with atomic_output(dst, force=force) as (fd, _tmp):
+            with atomic_output(dst, force=force, meta=_meta(meta, src)) as (fd, _tmp):
                 with os.fdopen(fd, "wb", closefd=False, buffering=1 << 20) as out:
                     res = run(out)
             out_name = str(dst)
     summary = summarize(res.index, res.output_size)
     return CompressReport(str(src), out_name, summary, res.seconds, res.chunk_seconds, layout.note)
+
+
+def _meta(meta: bool | FileMeta, src) -> FileMeta | None:
+    """What an output keeps: ``meta`` itself, or with True ``src``'s (a file's, not a stream's)."""
+    if isinstance(meta, FileMeta):
+        return meta
+    if not meta or _is_readable(src):
+        return None
+    return FileMeta.of(src)
 
 
 def _is_fileobj(x) -> bool:
@@ -404,6 +417,7 @@ def decompress_file(
     progress: Progress | None = None,
     context: StageContext | None = None,
     base: str | os.PathLike | BaseModel | None = None,
+    meta: bool | FileMeta = True,
 ) -> DecompressReport:
     """Restore the original file from the container ``src`` (default output: ``src`` minus ``.zm``).
 
@@ -411,6 +425,9 @@ def decompress_file(
     ``check_sha256`` also recomputes the source's SHA-256 (about 1.5 GB/s on one core). The
     output is written atomically: an error leaves no partial file. ``src`` may be a seekable
     binary file object and ``dst`` a writable one (then written in order, not atomically).
+    With ``meta`` the restored file gets the permission bits and times of the container file
+    ``src``, as zstd does (the container records none: its bytes depend on the source's bytes
+    alone); from a file object, or with ``meta=False``, the usual permissions.
 
     A lossy container restores its staged tensors dequantized, in their original dtype and
     shape; each is checked against the checksum recorded for it, and ``check_sha256`` is
@@ -444,7 +461,7 @@ def decompress_file(
             _check_sha(sha, reader, src_name)
             dst_name = getattr(dst, "name", "<stream>")
         else:
-            with atomic_output(dst, force=force) as (fd, _tmp):
+            with atomic_output(dst, force=force, meta=_meta(meta, src)) as (fd, _tmp):
                 os.ftruncate(fd, size)
                 for off, buf in iter_source(reader, threads=threads, context=context):
                     mv = memoryview(buf)

@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import __version__
+from ._io import FileMeta, fsync_dir, fsync_file, umask
 from .errors import (
     FormatError,
     OutputExistsError,
@@ -86,6 +87,10 @@ class FolderEntry:
     base: dict[str, str] | None = None
     # Tensors stored against the base, by stage: {"same": [tensors, original bytes], ...}.
     stages: dict[str, list[int]] | None = None
+    # The original's permission bits and modification time (None: not recorded, an older
+    # manifest), given back to the restored file.
+    mode: int | None = None
+    mtime_ns: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = {
@@ -102,7 +107,27 @@ class FolderEntry:
             d["base"] = self.base
         if self.stages:
             d["stages"] = self.stages
+        if self.mode is not None:
+            d["mode"] = self.mode
+        if self.mtime_ns is not None:
+            d["mtime_ns"] = self.mtime_ns
         return d
+
+    def restored_meta(self, stored: Path) -> FileMeta | None:
+        """The mode and times the restored file gets: the recorded ones (the mode less the
+        umask: a manifest may come from anyone, and must not make a file world-writable),
+        else those of the stored file, as zstd gives a restored file its container's."""
+        own = FileMeta.of(stored)
+        if self.mode is None and self.mtime_ns is None:
+            return own
+        mode = self.mode & ~umask() if self.mode is not None else None
+        mtime = self.mtime_ns
+        if own is not None:
+            mode = own.mode if mode is None else mode
+            mtime = own.mtime_ns if mtime is None else mtime
+        if mode is None or mtime is None:
+            return None
+        return FileMeta(mode, mtime)
 
 
 @dataclass
@@ -249,9 +274,8 @@ def _atomic_dir(dest: Path, *, force: bool) -> Iterator[Path]:
     old: Path | None = None
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp creates 0700
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp creates 0700
+        _sync_folders(tmp)  # (its files were synced as written) before --rm deletes inputs
         if dest.exists() or dest.is_symlink():
             if not force:
                 raise OutputExistsError("output already exists", path=dest)
@@ -264,12 +288,21 @@ def _atomic_dir(dest: Path, *, force: bool) -> Iterator[Path]:
                 raise
         else:
             os.replace(tmp, dest)
+        fsync_dir(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _sync_folders(root: Path) -> None:
+    """``fsync`` every folder of the tree ``root``, deepest first: their entries are on the
+    disk (each file is synced when written)."""
+    dirs = [dirpath for dirpath, _dirnames, _filenames in os.walk(root)]
+    for d in reversed(dirs):  # os.walk lists a folder before those inside it
+        fsync_dir(d)
 
 
 # -- walking a source folder -------------------------------------------------------------------
@@ -321,8 +354,11 @@ def _wants_compression(rel: str, size: int, min_size: int) -> bool:
     return PurePosixPath(rel).suffix.lower() in WEIGHT_SUFFIXES or size >= min_size
 
 
-def _copy_hashing(src: Path, dst: Path, advance: Callable[[int], None]) -> tuple[int, str]:
-    """Copy ``src`` to ``dst`` (new file), returning ``(size, sha256)`` of the bytes copied."""
+def _copy_hashing(
+    src: Path, dst: Path, advance: Callable[[int], None], meta: FileMeta | None
+) -> tuple[int, str]:
+    """Copy ``src`` to ``dst`` (new file), returning ``(size, sha256)`` of the bytes copied;
+    ``dst`` gets ``meta``'s mode and times (or the usual permissions) and is on the disk."""
     h = hashlib.sha256()
     n = 0
     with open(src, "rb") as fi, open(dst, "xb") as fo:
@@ -331,6 +367,10 @@ def _copy_hashing(src: Path, dst: Path, advance: Callable[[int], None]) -> tuple
             h.update(block)
             n += len(block)
             advance(len(block))
+        fo.flush()
+        if meta is not None:
+            meta.apply(fo.fileno())
+        os.fsync(fo.fileno())
     return n, h.hexdigest()
 
 
@@ -446,6 +486,7 @@ def compress_dir(
             dst = tmp / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             size = sizes[rel]
+            meta = FileMeta.of(path)
             zm_rel = rel + SUFFIX
             entry = None
             advance = ticker.add
@@ -489,7 +530,7 @@ def compress_dir(
                     advance = _ignore
             if entry is None:
                 try:
-                    n, sha = _copy_hashing(path, dst, advance)
+                    n, sha = _copy_hashing(path, dst, advance, meta)
                 except OSError as e:
                     raise ZipmodelError(f"cannot copy: {e.strerror or e}", path=path) from None
                 if n != size:
@@ -497,6 +538,8 @@ def compress_dir(
                         f"changed while being read ({size} -> {n} bytes)", path=path
                     )
                 entry = FolderEntry(rel, size, sha, COPY, rel, size)
+            if meta is not None:  # (the .zm got the source's mode and times from compress_file)
+                entry.mode, entry.mtime_ns = meta.mode, meta.mtime_ns
             entries.append(entry)
         result = FolderResult(str(src), str(out), entries, empty)
         _write_manifest(tmp / MANIFEST, result)
@@ -586,6 +629,7 @@ def _write_manifest(path: Path, result: FolderResult) -> None:
         "totals": result.totals(),
     }
     path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    fsync_file(path)
 
 
 # -- manifest ----------------------------------------------------------------------------------
@@ -646,6 +690,11 @@ def read_manifest(
         fmt = f.get("format", "")
         base = _check_base(f.get("base"), rel, {e.path for e in entries}, mpath)
         stages = f.get("stages")
+        mode, mtime = f.get("mode"), f.get("mtime_ns")
+        if mode is not None and not (_is_int(mode) and 0 <= mode <= 0o777):
+            raise FormatError(f"{rel}: 'mode' is not permission bits (0..0o777)", path=mpath)
+        if mtime is not None and not (_is_int(mtime) and -(1 << 63) <= mtime < 1 << 63):
+            raise FormatError(f"{rel}: 'mtime_ns' is not a time in nanoseconds", path=mpath)
         entries.append(
             FolderEntry(
                 rel,
@@ -657,6 +706,8 @@ def read_manifest(
                 fmt if isinstance(fmt, str) else "",
                 base,
                 stages if isinstance(stages, dict) else None,
+                mode,
+                mtime,
             )
         )
     directories = [_check_rel(d, mpath) for d in dirs]
@@ -667,6 +718,10 @@ def read_manifest(
         _inside(root, e.stored_path, mpath, links)
     writer = doc.get("writer")
     return FolderResult(str(root), "", entries, directories, writer=str(writer or "?"))
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _check_base(base: object, rel: str, earlier: set[str], where: Path) -> dict[str, str] | None:
@@ -743,7 +798,7 @@ def decompress_dir(
             dst.parent.mkdir(parents=True, exist_ok=True)
             if e.stored == COPY:
                 try:
-                    n, sha = _copy_hashing(stored, dst, ticker.add)
+                    n, sha = _copy_hashing(stored, dst, ticker.add, e.restored_meta(stored))
                 except OSError as exc:
                     raise ZipmodelError(
                         f"cannot copy: {exc.strerror or exc}", path=stored
@@ -757,7 +812,13 @@ def decompress_dir(
                     _check_entry(e, n, sha, stored)  # before decoding: fail fast
                     cb = ticker.file()
                     api.decompress_file(
-                        stored, dst, threads=threads, check_sha256=True, progress=cb, base=bm
+                        stored,
+                        dst,
+                        threads=threads,
+                        check_sha256=True,
+                        progress=cb,
+                        base=bm,
+                        meta=e.restored_meta(stored) or False,
                     )
                 finally:
                     if bm is not None:
