@@ -48,8 +48,8 @@ def test_shell_steps_compress_verify_and_fail_on_mismatch(tmp_path):
     r = run_step("compress", tmp_path)
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "zipmodel-report.json").read_text())
-    assert report["schema"] == "zipmodel.compress/1" and len(report["files"]) == 2
-    assert not report["errors"]
+    assert report["command"] == "compress" and len(report["results"]) == 2
+    assert not report["errors"] and report["ok"] is True
     r = run_step("verify", tmp_path)
     assert r.returncode == 0, r.stderr
 

@@ -42,26 +42,30 @@ def test_json_outputs(model):
     r = run("compress", model, "--json")
     assert r.exit_code == 0
     doc = json.loads(r.stdout)
-    assert doc["schema"] == "zipmodel.compress/1" and doc["errors"] == []
-    f = doc["files"][0]
+    assert doc["command"] == "compress" and doc["version"] == 2 and doc["errors"] == []
+    assert doc["ok"] is True and doc["exit_code"] == 0
+    f = doc["results"][0]
+    assert f["kind"] == "file" and f["path"] == str(model)
     assert f["input_bytes"] == model.stat().st_size and 0 < f["ratio"] < 1
     assert {d["dtype"] for d in f["summary"]["dtypes"]} == {"BF16", "F32", "F16", "verbatim"}
     r = run("info", str(model) + ".zm", "--json")
     info = json.loads(r.stdout)
-    assert info["schema"] == "zipmodel.info/1"
-    t = {x["name"]: x for x in info["files"][0]["tensors"]}
+    assert info["command"] == "info" and info["ok"] is True
+    t = {x["name"]: x for x in info["results"][0]["tensors"]}
     assert (
         t["embed.weight"]["shape"] == [300, 64] and t["embed.weight"]["transform"] == "split-bf16"
     )
     r = run("verify", str(model) + ".zm", "--json")
-    assert json.loads(r.stdout)["results"][0]["ok"] is True
+    v = json.loads(r.stdout)
+    assert v["command"] == "verify" and v["ok"] is True and v["results"][0]["ok"] is True
 
 
 def test_info_human(model):
     run("compress", model, "-q")
     r = run("info", str(model) + ".zm", "--tensors")
     assert r.exit_code == 0
-    assert "embed.weight" in r.stderr and "BF16" in r.stderr and "sha256" in r.stderr
+    # the listing is the command's answer: stdout (as zstd -l), so it can be piped to grep
+    assert "embed.weight" in r.stdout and "BF16" in r.stdout and "sha256" in r.stdout
 
 
 def test_output_and_stdout(model, tmp_path):
@@ -120,7 +124,9 @@ def test_continues_past_a_bad_input(model, tmp_path):
     r = run("compress", tmp_path / "missing", model, "--json")
     assert r.exit_code == 1
     doc = json.loads(r.stdout)
-    assert len(doc["files"]) == 1 and len(doc["errors"]) == 1
+    assert len(doc["results"]) == 1 and len(doc["errors"]) == 1
+    assert doc["ok"] is False and doc["exit_code"] == 1
+    assert doc["errors"][0]["path"] == str(tmp_path / "missing")
 
 
 def test_dtype_hint(tmp_path):
@@ -128,7 +134,7 @@ def test_dtype_hint(tmp_path):
     p.write_bytes(EDGE["random.bin"][:70000])
     assert run("compress", p, "--dtype", "bf16").exit_code == 0
     r = run("info", str(p) + ".zm", "--json")
-    assert json.loads(r.stdout)["files"][0]["dtypes"][0]["dtype"] == "BF16"
+    assert json.loads(r.stdout)["results"][0]["dtypes"][0]["dtype"] == "BF16"
 
 
 def test_every_command_has_help():
@@ -154,9 +160,9 @@ def test_real_subprocess(model, tmp_path):
     env_run = [sys.executable, "-m", "zipmodel"]
     r = subprocess.run([*env_run, "compress", str(model), "--json"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["files"][0]["output"].endswith(".zm")
+    assert json.loads(r.stdout)["results"][0]["output"].endswith(".zm")
     r = subprocess.run([*env_run, "verify", str(model) + ".zm"], capture_output=True, text=True)
-    assert r.returncode == 0 and "OK" in r.stderr
+    assert r.returncode == 0 and "OK" in r.stdout
     r = subprocess.run(
         [*env_run, "decompress", str(tmp_path / "nope.zm")], capture_output=True, text=True
     )

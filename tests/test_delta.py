@@ -341,7 +341,7 @@ def test_cli_base_exit_codes(pair, tmp_path):
         r.exit_code == 0 and _sha(base) in r.output and "unchanged (stored as nothing)" in r.output
     )
     r = runner.invoke(cli, ["info", "--json", str(out)])
-    doc = json.loads(r.stdout)["files"][0]
+    doc = json.loads(r.stdout)["results"][0]
     stages = {t["name"]: t.get("stage") for t in doc["tensors"]}
     assert stages["frozen.weight"] == "same" and stages["head.weight"] is None
 

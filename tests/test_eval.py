@@ -105,8 +105,10 @@ def test_eval_cli_json_and_single_file(tiny):
          "--sentences", str(sents)],
     )  # fmt: skip
     assert r.exit_code == 0, r.output
-    doc = json.loads(r.stdout)
-    assert doc["schema"] == "zipmodel.eval/1" and doc["sentences"] == 3
+    env_doc = json.loads(r.stdout)
+    assert env_doc["command"] == "eval" and env_doc["ok"] is True
+    (doc,) = env_doc["results"]
+    assert doc["kind"] == "eval" and doc["sentences"] == 3
     assert doc["replaced"] == ["model.safetensors"]
     assert doc["mean_cosine"] == pytest.approx(1.0, abs=1e-12)
 

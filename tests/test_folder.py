@@ -350,19 +350,23 @@ def test_cli_roundtrip_and_json(hf, tmp_path):
     assert r.exit_code == 1 and "already exists" in r.stderr
 
     r = run("info", zm, "--json")
-    doc = json.loads(r.stdout)["folders"][0]
+    (doc,) = json.loads(r.stdout)["results"]
+    assert doc["kind"] == "folder" and doc["path"] == str(zm)
     assert doc["files"] == len([v for v in before.values() if v != "dir"])
     assert {e["path"] for e in doc["entries"]} >= set(SHARDS)
     assert any(d["dtype"] == "BF16" for d in doc["dtypes"])
     r = run("info", zm)
-    assert r.exit_code == 0 and SHARDS[0] in r.stderr and "total" in r.stderr
+    assert r.exit_code == 0 and SHARDS[0] in r.stdout and "total" in r.stdout
 
     r = run("verify", zm, "--against", src, "--json")
-    assert r.exit_code == 0 and json.loads(r.stdout)["results"][0]["ok"] is True
+    v = json.loads(r.stdout)
+    assert r.exit_code == 0 and v["ok"] is True and v["results"][0]["ok"] is True
+    assert v["results"][0]["kind"] == "folder"
 
     r = run("decompress", zm, "-o", tmp_path / "back", "--json")
     assert r.exit_code == 0, r.output
-    f = json.loads(r.stdout)["folders"][0]
+    (f,) = json.loads(r.stdout)["results"]
+    assert f["kind"] == "folder"
     assert f["original_bytes"] == sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
     assert tree(tmp_path / "back") == before
 

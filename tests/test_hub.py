@@ -373,8 +373,10 @@ def zipmodel_cli(*args, env, check=True, **kw) -> subprocess.CompletedProcess:
 def test_cli_push_and_pull_json(tmp_path, server):
     src = make_model(tmp_path / "tiny")
     r = zipmodel_cli("push", "alice/tiny", str(src), "--json", env=cli_env(tmp_path, server))
-    doc = json.loads(r.stdout)
-    assert doc["schema"] == "zipmodel.push/1" and doc["ok"] and doc["repo_id"] == "alice/tiny"
+    env_doc = json.loads(r.stdout)
+    assert env_doc["command"] == "push" and env_doc["ok"] and env_doc["errors"] == []
+    (doc,) = env_doc["results"]
+    assert doc["kind"] == "repo" and doc["path"] == str(src) and doc["repo_id"] == "alice/tiny"
     for key in ("commit", "files", "original_bytes", "uploaded_bytes", "ratio", "seconds"):
         assert key in doc
     assert doc["uploaded_bytes"] < doc["original_bytes"]
@@ -384,9 +386,11 @@ def test_cli_push_and_pull_json(tmp_path, server):
     path = Path(r.stdout.strip())  # the restored folder is the only thing on stdout
     assert tree(path) == tree(src) and "SHA-256 ok" in r.stderr
     r = zipmodel_cli("pull", "alice/tiny", "--json", env=env)
-    doc = json.loads(r.stdout)
-    assert doc["schema"] == "zipmodel.pull/1" and doc["ok"] and doc["reused"]
-    assert doc["path"] == str(path) and doc["downloaded_bytes"] == 0
+    env_doc = json.loads(r.stdout)
+    assert env_doc["command"] == "pull" and env_doc["ok"] and env_doc["errors"] == []
+    (doc,) = env_doc["results"]
+    assert doc["kind"] == "repo" and doc["path"] == "alice/tiny" and doc["reused"]
+    assert doc["output"] == str(path) and doc["downloaded_bytes"] == 0
 
 
 def test_cli_errors_exit_1_with_the_next_command(tmp_path, server):
@@ -399,13 +403,23 @@ def test_cli_errors_exit_1_with_the_next_command(tmp_path, server):
     r = zipmodel_cli("pull", "alice/nope", "--json", env=cli_env(tmp_path, server), check=False)
     doc = json.loads(r.stdout)
     assert r.returncode == 1 and doc == {
-        "schema": "zipmodel.pull/1",
+        "command": "pull",
+        "version": 2,
         "ok": False,
-        "error": "repository alice/nope not found (or private, and this token cannot read it)",
-        "hint": doc["hint"],
         "exit_code": 1,
+        "results": [],
+        "errors": [
+            {
+                "path": "alice/nope",
+                "message": "repository alice/nope not found (or private, and this token "
+                "cannot read it)",
+                "hint": doc["errors"][0]["hint"],
+                "exit_code": 1,
+            }
+        ],
+        "warnings": [],
     }
-    assert "check the repo id" in doc["hint"]
+    assert "check the repo id" in doc["errors"][0]["hint"]
     anonymous = cli_env(tmp_path, server)
     del anonymous["HF_TOKEN"]  # and HF_HOME holds no saved token
     r = zipmodel_cli("push", "alice/tiny", str(src), env=anonymous, check=False)
@@ -419,7 +433,7 @@ def test_cli_pull_offline_uses_the_cache(tmp_path, server):
     push(server, src)
     env = cli_env(tmp_path, server, "hf_read")
     first = json.loads(zipmodel_cli("pull", "alice/tiny", "--json", env=env).stdout)
-    path = Path(first["path"])
+    path = Path(first["results"][0]["output"])
     import shutil
 
     shutil.rmtree(path)  # the compressed files stay in the Hugging Face cache
@@ -440,9 +454,10 @@ def test_cli_push_lossy_options(tmp_path, server):
         "push", "alice/tiny", str(src), "--lossy", "nf4", "--keep", "embed.*", "--json", env=env
     )
     doc = json.loads(r.stdout)
+    assert doc["ok"]
+    doc = doc["results"][0]
     assert (
-        doc["ok"]
-        and doc["lossy"]
+        doc["lossy"]
         and "--lossy nf4" in server.files("alice/tiny")["README.md"].decode()
     )
 

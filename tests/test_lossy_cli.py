@@ -196,7 +196,7 @@ def test_cli_lossy_compress_prints_quality_and_json(model, tmp_path):
     r = run("compress", model, "-o", out, "-f", "--lossy", "nf4", "--group-size", "32", "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    f = doc["files"][0]
+    f = doc["results"][0]
     assert f["lossy"] is True
     q = f["summary"]["quality"]
     assert q["tensors"] == 3 and 0 < q["rel_rms"] < 0.2 and q["bits_per_weight"] < 5
@@ -215,8 +215,8 @@ def test_cli_info_verify_decompress_of_a_lossy_file(model, tmp_path):
         run("compress", model, "-o", out, "--lossy", "fp8", "--keep", "embeddings.*").exit_code == 0
     )
     r = run("info", out, "--tensors")
-    assert r.exit_code == 0 and "lossy" in r.stderr and "fp8" in r.stderr and "SNR dB" in r.stderr
-    doc = json.loads(run("info", out, "--json").stdout)["files"][0]
+    assert r.exit_code == 0 and "lossy" in r.stdout and "fp8" in r.stdout and "SNR dB" in r.stdout
+    doc = json.loads(run("info", out, "--json").stdout)["results"][0]
     assert doc["lossy"] is True and doc["quality"]["tensors"] == 2
     stages = {t["name"]: t.get("stage") for t in doc["tensors"]}
     assert (
@@ -228,7 +228,7 @@ def test_cli_info_verify_decompress_of_a_lossy_file(model, tmp_path):
     v = json.loads(r.stdout)["results"][0]
     assert v["ok"] and v["lossy"] is True
     r = run("verify", out)
-    assert r.exit_code == 0 and "cannot match the original" in r.stderr
+    assert r.exit_code == 0 and "cannot match the original" in r.stdout
     r = run("verify", out, "--against", model)
     assert r.exit_code == 3 and "lossy" in r.stderr
     restored = tmp_path / "r.safetensors"
@@ -248,7 +248,7 @@ def test_cli_mantissa_bits_alone(model, tmp_path):
     out = tmp_path / "m.zm"
     r = run("compress", model, "-o", out, "--mantissa-bits", "5", "--json")
     assert r.exit_code == 0, r.output
-    rows = {t["name"]: t for t in json.loads(r.stdout)["files"][0]["summary"]["tensors"]}
+    rows = {t["name"]: t for t in json.loads(r.stdout)["results"][0]["summary"]["tensors"]}
     assert rows["layer.0.dense.weight"]["stage"] == "mantissa"
 
 
@@ -291,12 +291,14 @@ def test_lossy_folder_round_trip(tmp_path):
     out = tmp_path / "m.zm"
     r = run("compress", src, "-o", out, "--lossy", "int8", "--json")
     assert r.exit_code == 0, r.output
-    d = json.loads(r.stdout)["folders"][0]
+    (d,) = json.loads(r.stdout)["results"]
+    assert d["kind"] == "folder"
     assert d["lossy"] is True and d["quality"]["tensors"] == 2
-    info = json.loads(run("info", out, "--json").stdout)["folders"][0]
+    (info,) = json.loads(run("info", out, "--json").stdout)["results"]
+    assert info["kind"] == "folder"
     assert info["lossy_files"] == ["model.safetensors"] and info["quality"]["tensors"] == 2
     r = run("info", out)
-    assert "(lossy)" in r.stderr and "model.safetensors:layer.0.dense.weight" in r.stderr
+    assert "(lossy)" in r.stdout and "model.safetensors:layer.0.dense.weight" in r.stdout
     r = run("verify", out)
     assert r.exit_code == 0, r.output
     back = tmp_path / "back"

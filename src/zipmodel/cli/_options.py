@@ -1,4 +1,6 @@
-"""Option sets shared by several commands (decorator factories)."""
+"""Option sets shared by several commands (decorator factories), and the valid range of every
+option value: a value outside it is a usage error (exit 2) naming the option and the range,
+before any work starts."""
 
 from __future__ import annotations
 
@@ -9,26 +11,54 @@ import click
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
 
+# The pipeline's limits (zipmodel.pipeline.plan.MIN_CHUNK_SIZE, container.format.MAX_CHUNK_RAW;
+# tests/test_cli_hardening.py keeps them equal). Spelled out so building the CLI stays light.
+CHUNK_SIZE_RANGE = (4 << 10, 64 << 20)
+# -T: 0 means every core; more threads than this is a typo, not a machine.
+THREADS_MAX = 1024
+
+
+def human_size(n: int) -> str:
+    """``4096`` → ``4K``, ``67108864`` → ``64M`` (the spelling ByteSize reads back)."""
+    for unit, mult in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= mult and n % mult == 0:
+            return f"{n // mult}{unit}"
+    return str(n)
+
+
 class ByteSize(click.ParamType):
-    """``1M``, ``256K``, ``4MiB`` or a plain number of bytes (K/M/G are powers of 1024)."""
+    """``1M``, ``256K``, ``4MiB`` or a plain number of bytes (K/M/G are powers of 1024),
+    optionally within ``[min, max]``."""
 
     name = "SIZE"
 
+    def __init__(self, min: int = 0, max: int | None = None):
+        self.min, self.max = min, max
+
     def convert(self, value, param, ctx):
         if isinstance(value, int):
-            return value
-        m = _SIZE.match(str(value))
-        if not m:
-            self.fail(f"{value!r} is not a size like 1M, 256K or 1048576", param, ctx)
-        mult = 1024 ** "bkmgt".index((m.group(2) or "b").lower())
-        return int(float(m.group(1)) * mult)
+            n = value
+        else:
+            m = _SIZE.match(str(value))
+            if not m:
+                self.fail(f"{value!r} is not a size like 1M, 256K or 1048576", param, ctx)
+            mult = 1024 ** "bkmgt".index((m.group(2) or "b").lower())
+            n = int(float(m.group(1)) * mult)
+        if n < self.min or (self.max is not None and n > self.max):
+            self.fail(f"{value} is outside {self.range_text()}", param, ctx)
+        return n
+
+    def range_text(self) -> str:
+        if self.max is None:
+            return f"{human_size(self.min)} and up"
+        return f"{human_size(self.min)}..{human_size(self.max)} ({self.min}..{self.max} bytes)"
 
 
 def threads_option(f):
     return click.option(
         "-T",
         "--threads",
-        type=click.IntRange(min=0),
+        type=click.IntRange(0, THREADS_MAX),
         default=0,
         show_default=True,
         help="Worker threads; 0 uses every core. The output does not depend on it.",
@@ -39,9 +69,8 @@ LEVEL_HELP = "fast: quickest coding; default: size and speed balanced; max: smal
 
 
 def level_option(help: str = LEVEL_HELP):
-    """-l/--level fast|default|max (default: default)."""
+    """--level fast|default|max (default: default). No short form: -l lists, as in zstd."""
     return click.option(
-        "-l",
         "--level",
         type=click.Choice(["fast", "default", "max"]),
         default="default",
@@ -64,7 +93,13 @@ def output_options(f):
 
 
 def write_options(f):
-    """-o, -c, -f, --rm."""
+    """-o, -c, -f, --rm, -k."""
+    f = click.option(
+        "-k",
+        "--keep-input",
+        is_flag=True,
+        help="Keep the inputs (the default; accepted for zstd habits).",
+    )(f)
     f = click.option(
         "--rm",
         "remove",
@@ -88,9 +123,40 @@ def write_options(f):
         "-o",
         "--output",
         type=click.Path(allow_dash=True),
-        help="Output file, or folder for a folder input (one input only). Default: next to the input.",
+        help="Output file (one input only); an existing directory: the output goes in it, under "
+        "its usual name. For a folder input: the output folder. Default: next to the input.",
     )(f)
     return f
+
+
+def chunk_size_option(f):
+    lo, hi = CHUNK_SIZE_RANGE
+    return click.option(
+        "--chunk-size",
+        type=ByteSize(lo, hi),
+        default="1M",
+        show_default=True,
+        help=f"Source bytes per independently decodable chunk ({human_size(lo)}..{human_size(hi)}). "
+        "Smaller adapts better, larger decodes faster.",
+    )(f)
+
+
+def check_write_options(paths, output, to_stdout, remove, keep_input, json_mode) -> None:
+    """The combinations of -o, -c, --rm, -k and --json that mean nothing (compress, decompress)."""
+    if (output or to_stdout) and len(paths) > 1:
+        raise click.UsageError("-o/--output and -c/--stdout take a single input")
+    if to_stdout and output:
+        raise click.UsageError("-o/--output and -c/--stdout exclude each other")
+    if to_stdout and remove:
+        raise click.UsageError("--rm cannot be used with -c/--stdout")
+    if keep_input and remove:
+        raise click.UsageError("-k/--keep-input and --rm exclude each other")
+    if json_mode and (to_stdout or ("-" in paths and not output)):
+        # stdout carries the data: a JSON document after it would corrupt the output
+        raise click.UsageError(
+            "--json prints on standard output, which the data uses here (-c, or - without -o): "
+            "drop --json, or name the output with -o"
+        )
 
 
 def folder_options(f):
@@ -182,8 +248,13 @@ def lossy_kwargs(lossy, mantissa_bits, group_size, per_tensor, asymmetric, keep,
     try:
         lossy_stages(**kw)
     except ValueError as e:
-        raise click.UsageError(str(e)) from None
+        raise click.UsageError(f"invalid lossy options: {e}") from None
     return kw
+
+
+def verbose_option(help: str):
+    """-v/--verbose (zstd's)."""
+    return click.option("-v", "--verbose", is_flag=True, help=help)
 
 
 def base_option(help: str):

@@ -1,4 +1,6 @@
-"""All human output goes through here: rich on stderr, only on a terminal; JSON on stdout."""
+"""All output goes through here: human lines and tables (rich) on stderr, or on stdout for a
+listing (``info``, ``verify``: what the command was asked for, as ``zstd -l``); progress bars
+only on a terminal; the ``--json`` document (one envelope for every command) on stdout."""
 
 from __future__ import annotations
 
@@ -11,21 +13,44 @@ from typing import Any
 
 import click
 
+# --json: every command prints one document of this shape (docs/cli.md holds its JSON Schema).
+JSON_VERSION = 2
 
-def _stderr_is_tty() -> bool:
+
+def _is_tty(stream) -> bool:
     try:
-        return sys.stderr.isatty()
+        return stream.isatty()
     except (AttributeError, ValueError):
         return False
 
 
+def _stderr_is_tty() -> bool:
+    return _is_tty(sys.stderr)
+
+
 class Output:
     """Where a command prints: ``quiet`` silences the human side, ``json_mode`` moves results
-    to one JSON document on stdout, progress bars only appear on an interactive stderr."""
+    to one JSON document on stdout, progress bars only appear on an interactive stderr.
 
-    def __init__(self, *, quiet: bool = False, json_mode: bool = False, progress: bool = True):
+    ``listing`` sends the human lines and tables to stdout (the command's answer, for a
+    pipe); diagnostics (errors, warnings, progress) stay on stderr. The command records each
+    input's result, error or warning here, and :meth:`finish` prints the JSON envelope and
+    returns the exit code.
+    """
+
+    def __init__(
+        self,
+        command: str = "",
+        *,
+        quiet: bool = False,
+        json_mode: bool = False,
+        progress: bool = True,
+        listing: bool = False,
+    ):
+        self.command = command
         self.quiet = quiet
         self.json_mode = json_mode
+        self.listing = listing
         self.show_progress = (
             progress
             and not quiet
@@ -34,30 +59,80 @@ class Output:
             and os.environ.get("CI", "") in ("", "0", "false")
         )
         self._console = None
+        self.results: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.warnings: list[dict[str, Any]] = []
+        self.code = 0
+
+    @property
+    def is_tty(self) -> bool:
+        """Whether the human output goes to a terminal."""
+        return _is_tty(sys.stdout if self.listing else sys.stderr)
 
     @property
     def console(self):
         if self._console is None:
             from rich.console import Console
 
-            # Off a terminal (logs, CI), do not squeeze tables into 80 columns.
-            width = None if _stderr_is_tty() else 200
+            # Off a terminal (logs, CI, a pipe), do not squeeze tables into 80 columns.
+            width = None if self.is_tty else 200
             self._console = Console(
-                stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False, width=width
+                stderr=not self.listing,
+                no_color=bool(os.environ.get("NO_COLOR")),
+                highlight=False,
+                width=width,
             )
         return self._console
 
     def line(self, text: str) -> None:
-        """One line of human output (stderr), unless quiet or JSON."""
+        """One line of human output, unless quiet or JSON."""
         if not self.quiet and not self.json_mode:
-            click.echo(text, err=True)
+            click.echo(text, err=not self.listing)
 
     def table(self, table) -> None:
         if not self.quiet and not self.json_mode:
             self.console.print(table)
 
-    def emit_json(self, doc: dict[str, Any]) -> None:
-        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    # -- the --json envelope ------------------------------------------------------------------
+    def result(self, kind: str, path: str, doc: dict[str, Any]) -> None:
+        """Record one input's result (``kind``: file, folder, repo or eval)."""
+        # ``path`` names the input as given ("-" for standard input, never a spool file)
+        doc = {k: v for k, v in doc.items() if k not in ("input", "path")}
+        self.results.append({"kind": kind, "path": path, **doc})
+
+    def error(self, path: str, exc: BaseException, *, verifying: bool = False) -> int:
+        """Report a failed input on stderr, record it, and return its exit code."""
+        from ._errors import exit_code_for, message_for, report
+
+        report(exc)
+        code = exit_code_for(exc, verifying=verifying)
+        msg, hint = message_for(exc)
+        self.errors.append({"path": path, "message": msg, "hint": hint, "exit_code": code})
+        self.code = max(self.code, code)
+        return code
+
+    def warn(self, path: str, message: str) -> None:
+        """A skipped input: a warning on stderr (unless quiet), recorded; the exit code stays."""
+        if not self.quiet:
+            click.echo(f"zipmodel: warning: {message}", err=True)
+        self.warnings.append({"path": path, "message": message})
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "version": JSON_VERSION,
+            "ok": not self.errors,
+            "exit_code": self.code,
+            "results": self.results,
+            "errors": self.errors,
+            "warnings": self.warnings,
+        }
+
+    def finish(self) -> int:
+        """Print the JSON envelope under --json; the exit code (the highest of the inputs')."""
+        if self.json_mode:
+            emit_json(self.document())
+        return self.code
 
     @contextmanager
     def progress(self, description: str) -> Iterator:
@@ -85,6 +160,10 @@ class Output:
         ) as bar:
             task = bar.add_task(description, total=None)
             yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def emit_json(doc: dict[str, Any]) -> None:
+    click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
 def human_bytes(n: float) -> str:

@@ -11,24 +11,27 @@ import click
 
 from ..dtypes import HINT_CHOICES
 from ..formats import FORMATS
-from ._errors import EXIT_OK, exit_code_for, report
 from ._options import (
-    ByteSize,
     base_option,
+    check_write_options,
+    chunk_size_option,
     folder_options,
     level_option,
     lossy_kwargs,
     lossy_options,
     output_options,
     threads_option,
+    verbose_option,
     write_options,
 )
 from ._output import Output, dtype_table, human_bytes, quality_table
-from ._stdin import spooled_stdin
+from ._stdin import STDIN_NAME, default_paths, spooled_stdin
+
+SUFFIX = ".zm"
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True))
+@click.argument("paths", nargs=-1, type=click.Path(allow_dash=True))
 @click.option(
     "-r",
     "--recursive",
@@ -38,13 +41,7 @@ from ._stdin import spooled_stdin
 @write_options
 @threads_option
 @level_option()
-@click.option(
-    "--chunk-size",
-    type=ByteSize(),
-    default="1M",
-    show_default=True,
-    help="Source bytes per independently decodable chunk (4K..64M). Smaller adapts better, larger decodes faster.",
-)
+@chunk_size_option
 @click.option(
     "--dtype",
     type=click.Choice(HINT_CHOICES, case_sensitive=False),
@@ -69,6 +66,7 @@ from ._stdin import spooled_stdin
     "folder input, a folder whose files match by relative path. Decompressing needs the "
     "same base (its SHA-256 is recorded).",
 )
+@verbose_option("Also print the per-dtype table when stderr is not a terminal.")
 @output_options
 def compress(
     paths,
@@ -77,6 +75,7 @@ def compress(
     to_stdout,
     force,
     remove,
+    keep_input,
     threads,
     level,
     chunk_size,
@@ -92,6 +91,7 @@ def compress(
     keep,
     only,
     base,
+    verbose,
     quiet,
     json_mode,
     no_progress,
@@ -102,7 +102,10 @@ def compress(
     and renamed into place, so a failure or Ctrl-C leaves nothing behind. A PATH of "-" reads
     standard input (and writes standard output unless -o is given): a pipe is first copied to a
     temporary file in $TMPDIR (the source is memory-mapped), so memory stays flat but the disk
-    needs room for one copy of the input.
+    needs room for one copy of the input. Without a PATH, a pipe on standard input is read.
+
+    An input already ending in .zm is skipped with a warning (exit code 0) unless -f, -o or
+    -c is given.
 
     A folder (a Hugging Face model folder, say) becomes the folder PATH.zm: weight files are
     compressed to NAME.zm, small files (config, tokenizer, README) copied, and zipmodel.json
@@ -120,19 +123,14 @@ def compress(
     """
     from .. import api
 
-    out = Output(quiet=quiet, json_mode=json_mode, progress=not no_progress)
+    out = Output("compress", quiet=quiet, json_mode=json_mode, progress=not no_progress)
+    paths = default_paths(paths)
     lossy_kw = lossy_kwargs(lossy, mantissa_bits, group_size, per_tensor, asymmetric, keep, only)
     if lossy_kw and remove:
         raise click.UsageError("--rm with a lossy stage would delete the only exact copy")
     if lossy_kw and base:
         raise click.UsageError("--base and a lossy stage cannot be combined")
-    if (output or to_stdout) and len(paths) > 1:
-        raise click.UsageError("-o/--output and -c/--stdout take a single input")
-    if to_stdout and output:
-        raise click.UsageError("-o/--output and -c/--stdout exclude each other")
-    if to_stdout and remove:
-        raise click.UsageError("--rm cannot be used with -c/--stdout")
-    results, folders, errors, code = [], [], [], EXIT_OK
+    check_write_options(paths, output, to_stdout, remove, keep_input, json_mode)
     for path in paths:
         try:
             if path != "-" and os.path.isdir(path):
@@ -140,31 +138,35 @@ def compress(
                     raise click.UsageError("-c/--stdout cannot write a folder")
                 if dtype or fmt != "auto":
                     raise click.UsageError("--dtype and --format apply to files, not folders")
-                folders.append(
-                    _compress_folder(
-                        out,
-                        path,
-                        output,
-                        force=force,
-                        remove=remove,
-                        threads=threads,
-                        level=level,
-                        chunk_size=chunk_size,
-                        min_size=min_size,
-                        follow_symlinks=follow_symlinks,
-                        base=base,
-                        **lossy_kw,
-                    )
+                if _already_compressed(out, path, output, force):
+                    continue
+                d = _compress_folder(
+                    out,
+                    path,
+                    output,
+                    force=force,
+                    remove=remove,
+                    threads=threads,
+                    level=level,
+                    chunk_size=chunk_size,
+                    min_size=min_size,
+                    follow_symlinks=follow_symlinks,
+                    base=base,
+                    **lossy_kw,
                 )
+                out.result("folder", path, d)
                 continue
-            stdout_mode = to_stdout or (path == "-" and not output)
+            stdin = path == "-"
+            stdout_mode = to_stdout or (stdin and not output)
             if stdout_mode and sys.stdout.isatty() and not force:
                 raise click.UsageError(
                     "refusing to write binary data to a terminal (use -f, or redirect)"
                 )
-            stdin = path == "-"
             if stdin and remove:
                 raise click.UsageError("--rm cannot be used with standard input")
+            if not stdin and not stdout_mode and _already_compressed(out, path, output, force):
+                continue
+            dst = None if stdout_mode else output_in_dir(output, path, decompress=False)
             with contextlib.ExitStack() as stack:
                 # a pipe is spooled to a temporary file first (the container needs seeks)
                 src = stack.enter_context(spooled_stdin()).name if stdin else path
@@ -172,7 +174,7 @@ def compress(
                 advance = stack.enter_context(out.progress(f"compress {label}"))
                 rep = api.compress_file(
                     src,
-                    sys.stdout.buffer if stdout_mode else output,
+                    sys.stdout.buffer if stdout_mode else dst,
                     level=level,
                     chunk_size=chunk_size,
                     dtype=dtype,
@@ -189,13 +191,13 @@ def compress(
             if stdin:
                 rep.input = "-"
                 out.line(
-                    f"stdin -> {rep.output}: {human_bytes(rep.input_bytes)} -> "
+                    f"{STDIN_NAME} -> {rep.output}: {human_bytes(rep.input_bytes)} -> "
                     f"{human_bytes(rep.output_bytes)}  ({100 * rep.ratio:.2f}%)"
                     + ("  lossy" if rep.summary.lossy else "")
                 )
                 if rep.summary.lossy:
                     out.table(quality_table(rep.summary))
-                results.append(rep.to_json())
+                out.result("file", path, rep.to_json())
                 continue
             if rep.note:
                 out.line(f"zipmodel: note: {path}: {rep.note}")
@@ -209,27 +211,40 @@ def compress(
                 + ("  lossy" if rep.summary.lossy else "")
                 + ("  (input removed)" if remove else "")
             )
-            if not quiet and not json_mode and sys.stderr.isatty():
+            if verbose or out.is_tty:
                 out.table(dtype_table(rep.summary, seconds=rep.dtype_seconds))
             if rep.summary.lossy:
                 out.table(quality_table(rep.summary))
-            results.append(rep.to_json())
+            out.result("file", path, rep.to_json())
         except click.UsageError:
             raise
         except Exception as exc:
-            report(exc)
-            errors.append({"input": path, "error": str(exc)})
-            code = max(code, exit_code_for(exc))
-    if json_mode:
-        out.emit_json(
-            {
-                "schema": "zipmodel.compress/1",
-                "files": results,
-                "folders": folders,
-                "errors": errors,
-            }
+            out.error(path, exc)
+    sys.exit(out.finish())
+
+
+def _already_compressed(out: Output, path: str, output, force: bool) -> bool:
+    """An input named ``*.zm`` is not compressed again by default (gzip's rule; zstd would
+    make ``x.zst.zst``): a warning, and the other inputs go on."""
+    if output or force or not Path(path).name.endswith(SUFFIX) or not os.path.exists(path):
+        return False
+    out.warn(path, f"{path}: already has {SUFFIX} suffix -- ignored (-f compresses it again)")
+    return True
+
+
+def output_in_dir(output, path: str, *, decompress: bool):
+    """``-o DIR`` for a file input, DIR an existing directory: the output goes in it, under
+    the name it would get next to the input (as ``cp FILE DIR``)."""
+    if not output or output == "-" or not os.path.isdir(output):
+        return output
+    if path == "-":
+        raise click.UsageError(
+            f"-o {output} is a directory, and standard input has no name to put in it: "
+            "name the output file"
         )
-    sys.exit(code)
+    from ..api import default_output
+
+    return os.path.join(output, default_output(path, decompress=decompress).name)
 
 
 def _compress_folder(out: Output, path: str, output, *, remove: bool, threads: int, **kw) -> dict:

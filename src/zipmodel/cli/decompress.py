@@ -8,14 +8,19 @@ import sys
 
 import click
 
-from ._errors import EXIT_OK, exit_code_for, report
-from ._options import base_option, output_options, threads_option, write_options
+from ._options import (
+    base_option,
+    check_write_options,
+    output_options,
+    threads_option,
+    write_options,
+)
 from ._output import Output, human_bytes
-from ._stdin import spooled_stdin
+from ._stdin import STDIN_NAME, default_paths, spooled_stdin
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True))
+@click.argument("paths", nargs=-1, type=click.Path(allow_dash=True))
 @write_options
 @threads_option
 @click.option(
@@ -31,7 +36,18 @@ from ._stdin import spooled_stdin
 )
 @output_options
 def decompress(
-    paths, output, to_stdout, force, remove, threads, check, base, quiet, json_mode, no_progress
+    paths,
+    output,
+    to_stdout,
+    force,
+    remove,
+    keep_input,
+    threads,
+    check,
+    base,
+    quiet,
+    json_mode,
+    no_progress,
 ):
     """Restore the original files: PATH.zm -> PATH, byte for byte.
 
@@ -39,6 +55,7 @@ def decompress(
     exit code 1 and leaves no output. A PATH of "-" reads standard input (and writes standard
     output unless -o is given); the index is at the end of a container, so a pipe is first
     copied to a temporary file in $TMPDIR: memory stays flat, the disk needs room for one copy.
+    Without a PATH, a pipe on standard input is read.
 
     A lossy container (compress --lossy) restores its quantized tensors dequantized, in their
     original dtypes and shapes; each is checked against its recorded checksum (--check cannot
@@ -49,42 +66,43 @@ def decompress(
     """
     from .. import api
 
-    out = Output(quiet=quiet, json_mode=json_mode, progress=not no_progress)
-    if (output or to_stdout) and len(paths) > 1:
-        raise click.UsageError("-o/--output and -c/--stdout take a single input")
-    if to_stdout and output:
-        raise click.UsageError("-o/--output and -c/--stdout exclude each other")
-    if to_stdout and remove:
-        raise click.UsageError("--rm cannot be used with -c/--stdout")
-    results, folders, errors, code = [], [], [], EXIT_OK
+    from .compress import output_in_dir
+
+    out = Output("decompress", quiet=quiet, json_mode=json_mode, progress=not no_progress)
+    paths = default_paths(paths)
+    check_write_options(paths, output, to_stdout, remove, keep_input, json_mode)
     for path in paths:
         try:
             if path != "-" and os.path.isdir(path):
                 if to_stdout:
                     raise click.UsageError("-c/--stdout cannot write a folder")
-                folders.append(_decompress_folder(out, path, output, force, remove, threads, base))
+                d = _decompress_folder(out, path, output, force, remove, threads, base)
+                out.result("folder", path, d)
                 continue
-            stdout_mode = to_stdout or (path == "-" and not output)
+            stdin = path == "-"
+            stdout_mode = to_stdout or (stdin and not output)
             if stdout_mode and sys.stdout.isatty() and not force:
                 raise click.UsageError(
                     "refusing to write binary data to a terminal (use -f, or redirect)"
                 )
-            if path == "-" and remove:
+            if stdin and remove:
                 raise click.UsageError("--rm cannot be used with standard input")
+            dst = None if stdout_mode else output_in_dir(output, path, decompress=True)
             with contextlib.ExitStack() as stack:
-                src = stack.enter_context(spooled_stdin()) if path == "-" else path
-                advance = stack.enter_context(out.progress(f"decompress {os.path.basename(path)}"))
+                src = stack.enter_context(spooled_stdin()) if stdin else path
+                label = "stdin" if stdin else os.path.basename(path)
+                advance = stack.enter_context(out.progress(f"decompress {label}"))
                 rep = api.decompress_file(
                     src,
-                    sys.stdout.buffer if stdout_mode else output,
+                    sys.stdout.buffer if stdout_mode else dst,
                     threads=threads,
                     force=force,
                     check_sha256=check or remove,
                     progress=advance,
                     base=base,
                 )
-            if path == "-":
-                rep.input = "-"
+            if stdin:
+                rep.input = STDIN_NAME
             if stdout_mode:
                 sys.stdout.buffer.flush()
             if remove:
@@ -96,23 +114,12 @@ def decompress(
                 + ("  lossy: tensors dequantized, checksums ok" if rep.lossy else "")
                 + ("  (input removed)" if remove else "")
             )
-            results.append(rep.to_json())
+            out.result("file", path, rep.to_json())
         except click.UsageError:
             raise
         except Exception as exc:
-            report(exc)
-            errors.append({"input": path, "error": str(exc)})
-            code = max(code, exit_code_for(exc))
-    if json_mode:
-        out.emit_json(
-            {
-                "schema": "zipmodel.decompress/1",
-                "files": results,
-                "folders": folders,
-                "errors": errors,
-            }
-        )
-    sys.exit(code)
+            out.error(path, exc)
+    sys.exit(out.finish())
 
 
 def _decompress_folder(out: Output, path: str, output, force, remove, threads, base) -> dict:

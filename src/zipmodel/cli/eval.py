@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from ._errors import handled
 from ._output import Output
 
 
@@ -32,15 +33,20 @@ def eval_cmd(original, compressed, sentences, batch_size, json_mode, quiet):
     """
     from .. import evaluate
 
-    out = Output(quiet=quiet, json_mode=json_mode)
-    with handled():  # errors become one message and exit code 1, as in every command
+    out = Output("eval", quiet=quiet, json_mode=json_mode)
+    try:
         sents = evaluate.load_sentences(sentences) if sentences else None
         rep = evaluate.embedding_agreement(
             original, compressed, sentences=sents, batch_size=batch_size
         )
+    except Exception as exc:  # one message and exit code 1, as in every command
+        out.error(compressed, exc)
+        sys.exit(out.finish())
+    d = rep.to_json()
+    d.pop("schema", None)  # the envelope says what the document is
+    out.result("eval", compressed, d)
     if json_mode:
-        out.emit_json(rep.to_json())
-        return
+        sys.exit(out.finish())
     from rich.table import Table
 
     t = Table(title=f"{compressed} vs {original}", title_justify="left", header_style="bold")
@@ -59,3 +65,4 @@ def eval_cmd(original, compressed, sentences, batch_size, json_mode, quiet):
     )
     out.table(t)
     out.line(f"decoded from {compressed}: {', '.join(rep.replaced)}  ({rep.seconds:.1f} s)")
+    sys.exit(out.finish())

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import replace
 
 import click
 
-from ._errors import EXIT_OK, exit_code_for, report
 from ._output import Output, codec_mix, dtype_table, human_bytes, quality_table
+from ._stdin import STDIN_NAME, spooled_stdin
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("--json", "json_mode", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option(
     "--tensors/--no-tensors",
@@ -33,27 +34,32 @@ def info(paths, json_mode, tensors, sort):
     Reads only the file header, the index and the trailer: nothing is decoded, so it is fast
     on any size of file. For a compressed folder (PATH.zm/): every file listed in zipmodel.json,
     how it is stored, and the sizes per dtype over all its .zm files.
+
+    The listing goes to standard output (as zstd -l; zipmodel -l PATH is the same command),
+    errors to stderr. A PATH of "-" reads a container from standard input (copied to a
+    temporary file in $TMPDIR first).
     """
     from .. import api
 
-    out = Output(json_mode=json_mode)
-    docs, folders, code = [], [], EXIT_OK
+    out = Output("info", json_mode=json_mode, listing=True)
     for path in paths:
         try:
-            if os.path.isdir(path):
-                folders.append(_folder_info(out, path))
+            if path != "-" and os.path.isdir(path):
+                out.result("folder", path, _folder_info(out, path))
                 continue
-            with api.open(path) as f:
+            with contextlib.ExitStack() as stack:
+                src = stack.enter_context(spooled_stdin()).name if path == "-" else path
+                f = stack.enter_context(api.open(src))
                 s = f.summary()
                 writer = f.index.writer
+            name = STDIN_NAME if path == "-" else path
             if json_mode:
                 d = s.to_json(tensors=tensors is not False)
-                d["path"] = path
                 d["writer"] = writer
-                docs.append(d)
+                out.result("file", path, d)
                 continue
             out.line(
-                f"{path}: {s.source_format} {s.source_name}  {human_bytes(s.original_bytes)} -> "
+                f"{name}: {s.source_format} {s.source_name}  {human_bytes(s.original_bytes)} -> "
                 f"{human_bytes(s.container_bytes)} ({100 * s.ratio:.2f}%)  "
                 f"level {s.options.get('level', '?')}, chunks of {human_bytes(s.options.get('chunk_size', 0))}, "
                 f"written by {writer}"
@@ -70,17 +76,12 @@ def info(paths, json_mode, tensors, sort):
             out.table(dtype_table(s))
             if s.lossy:
                 out.table(quality_table(s))
-            show = (
-                tensors if tensors is not None else (len(s.tensors) <= 200 and sys.stderr.isatty())
-            )
+            show = tensors if tensors is not None else (len(s.tensors) <= 200 and out.is_tty)
             if show and s.tensors:
                 out.table(_tensor_table(s.tensors, sort))
         except Exception as exc:
-            report(exc)
-            code = max(code, exit_code_for(exc))
-    if json_mode:
-        out.emit_json({"schema": "zipmodel.info/1", "files": docs, "folders": folders})
-    sys.exit(code)
+            out.error(path, exc)
+    sys.exit(out.finish())
 
 
 def _delta_mix(tensors) -> str:
@@ -246,7 +247,7 @@ def _folder_info(out: Output, path: str) -> dict:
     if lossy_files:
         out.table(quality_table(every, title="lossy tensors (all files): measured error"))
     d = rep.to_json(files=True)
-    d["path"], d["writer"] = path, rep.writer
+    d["writer"] = rep.writer
     d["dtypes"] = dtypes.to_json(tensors=False)["dtypes"]
     d["lossy"] = bool(lossy_files)
     if lossy_files:

@@ -6,10 +6,9 @@ import sys
 
 import click
 
-from ._errors import EXIT_OK
 from ._options import output_options, threads_option
 from ._output import Output, human_bytes
-from .push import emit_error, hub_options, quiet_hub
+from .push import hub_options, quiet_hub
 
 
 @click.command()
@@ -51,7 +50,7 @@ def pull(
     """
     from .. import hub
 
-    out = Output(quiet=quiet, json_mode=json_mode, progress=not no_progress)
+    out = Output("pull", quiet=quiet, json_mode=json_mode, progress=not no_progress)
     try:
         quiet_hub(out)
         with out.progress(f"restore {repo_id}") as advance:
@@ -66,7 +65,8 @@ def pull(
                 progress=advance,
             )
     except Exception as exc:
-        sys.exit(emit_error(out, "zipmodel.pull/1", exc))
+        out.error(repo_id, exc)
+        sys.exit(out.finish())
     f = res.folder
     if res.reused:
         out.line(f"{repo_id}@{res.commit[:12]}: already restored, nothing downloaded")
@@ -76,8 +76,9 @@ def pull(
             f"{human_bytes(res.downloaded_bytes)} downloaded in {res.download_seconds:.1f} s, "
             f"{human_bytes(f.original_bytes)} restored in {res.restore_seconds:.1f} s  SHA-256 ok"
         )
-    if json_mode:
-        out.emit_json({"schema": "zipmodel.pull/1", "ok": True, **res.to_json()})
-    elif not quiet:
+    d = res.to_json()
+    d["output"] = d.pop("path")  # the restored folder; ``path`` names the input (REPO_ID)
+    out.result("repo", repo_id, d)
+    if not json_mode and not quiet:
         click.echo(str(res.path))
-    sys.exit(EXIT_OK)
+    sys.exit(out.finish())

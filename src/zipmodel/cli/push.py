@@ -6,7 +6,6 @@ import sys
 
 import click
 
-from ._errors import EXIT_OK, exit_code_for, message_for, report
 from ._options import (
     folder_options,
     level_option,
@@ -38,18 +37,6 @@ def quiet_hub(out: Output) -> None:
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()
-
-
-def emit_error(out: Output, schema: str, exc: Exception) -> int:
-    """Report a failed push/pull on stderr and, under --json, as a document on stdout."""
-    report(exc)
-    code = exit_code_for(exc)
-    if out.json_mode:
-        msg, hint = message_for(exc)
-        out.emit_json(
-            {"schema": schema, "ok": False, "error": msg, "hint": hint, "exit_code": code}
-        )
-    return code
 
 
 @click.command()
@@ -102,7 +89,7 @@ def push(
     from .. import hub
 
     lossy_kw = lossy_kwargs(lossy, mantissa_bits, group_size, per_tensor, asymmetric, keep, only)
-    out = Output(quiet=quiet, json_mode=json_mode, progress=not no_progress)
+    out = Output("push", quiet=quiet, json_mode=json_mode, progress=not no_progress)
     try:
         quiet_hub(out)
         with out.progress(f"compress {path}") as advance:
@@ -121,7 +108,8 @@ def push(
                 **lossy_kw,
             )
     except Exception as exc:
-        sys.exit(emit_error(out, "zipmodel.push/1", exc))
+        out.error(path, exc)
+        sys.exit(out.finish())
     f = res.folder
     out.line(
         f"{path} -> {res.repo_id}@{res.revision}  {len(f.files)} files ({f.compressed_files} "
@@ -132,6 +120,5 @@ def push(
     out.line(f"  commit {res.commit_url}")
     rev = f" --revision {res.revision}" if res.revision != "main" else ""
     out.line(f"  restore with: zipmodel pull {res.repo_id}{rev}")
-    if json_mode:
-        out.emit_json({"schema": "zipmodel.push/1", "ok": True, **res.to_json()})
-    sys.exit(EXIT_OK)
+    out.result("repo", path, res.to_json())
+    sys.exit(out.finish())

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
 import click
 
-from ._errors import EXIT_OK, exit_code_for, report
 from ._options import base_option, threads_option
 from ._output import Output, human_bytes
+from ._stdin import STDIN_NAME, spooled_stdin
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option(
     "--against",
     type=click.Path(exists=True),
@@ -33,8 +34,13 @@ def verify(paths, against, threads, base, json_mode, quiet, no_progress):
 
     Nothing is written. A lossy container (compress --lossy) cannot reproduce its source: its
     chunk checksums and each quantized tensor's recorded checksum are checked instead, and
-    the result says lossy (exit 0 when they hold; --against is refused with exit 3). Exit code 3 if a container does not reproduce its source (a checksum
-    or SHA-256 mismatch, or a difference from --against), 1 if it cannot be read at all.
+    the result says lossy (exit 0 when they hold; --against is refused with exit 3). Exit code
+    3 if a container does not reproduce its source (a checksum or SHA-256 mismatch, or a
+    difference from --against), 1 if it cannot be read at all.
+
+    One line per container goes to standard output (zipmodel -t PATH is the same command),
+    errors to stderr. A PATH of "-" reads a container from standard input (copied to a
+    temporary file in $TMPDIR first).
 
     A compressed folder (PATH.zm/) is checked file by file against zipmodel.json; with
     --against DIR also against the original folder, which must hold exactly the same files.
@@ -43,37 +49,36 @@ def verify(paths, against, threads, base, json_mode, quiet, no_progress):
 
     if against and len(paths) > 1:
         raise click.UsageError("--against takes a single container")
-    out = Output(quiet=quiet, json_mode=json_mode, progress=not no_progress)
-    results, code = [], EXIT_OK
+    out = Output(
+        "verify", quiet=quiet, json_mode=json_mode, progress=not no_progress, listing=True
+    )
     for path in paths:
         try:
-            if os.path.isdir(path):
-                results.append(_verify_folder(out, path, against, threads, base))
+            if path != "-" and os.path.isdir(path):
+                out.result("folder", path, _verify_folder(out, path, against, threads, base))
                 continue
-            with out.progress(f"verify {path}") as advance:
+            name = STDIN_NAME if path == "-" else path
+            with contextlib.ExitStack() as stack:
+                src = stack.enter_context(spooled_stdin()).name if path == "-" else path
+                advance = stack.enter_context(out.progress(f"verify {name}"))
                 rep = api.verify_file(
-                    path, against=against, threads=threads, progress=advance, base=base
+                    src, against=against, threads=threads, progress=advance, base=base
                 )
             if rep.lossy:
                 out.line(
-                    f"{path}: OK (lossy)  {human_bytes(rep.source_bytes)} restored, every chunk "
+                    f"{name}: OK (lossy)  {human_bytes(rep.source_bytes)} restored, every chunk "
                     "and quantized-tensor checksum holds; it cannot match the original bytes "
                     "(its tensors come back dequantized)"
                 )
             else:
                 out.line(
-                    f"{path}: OK  {human_bytes(rep.source_bytes)} restored, SHA-256 {rep.sha256[:16]}… matches"
+                    f"{name}: OK  {human_bytes(rep.source_bytes)} restored, SHA-256 {rep.sha256[:16]}… matches"
                     + (f", identical to {against}" if against else "")
                 )
-            results.append(rep.to_json())
+            out.result("file", path, rep.to_json())
         except Exception as exc:
-            report(exc)
-            c = exit_code_for(exc, verifying=True)
-            results.append({"path": path, "ok": False, "error": str(exc), "exit_code": c})
-            code = max(code, c)
-    if json_mode:
-        out.emit_json({"schema": "zipmodel.verify/1", "results": results})
-    sys.exit(code)
+            out.error(path, exc, verifying=True)
+    sys.exit(out.finish())
 
 
 def _verify_folder(out: Output, path: str, against, threads, base) -> dict:
@@ -87,7 +92,6 @@ def _verify_folder(out: Output, path: str, against, threads, base) -> dict:
         + (f", identical to {against}" if against else "")
     )
     return {
-        "path": path,
         "ok": True,
         "files": len(rep.files),
         "source_bytes": rep.original_bytes,
