@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,14 @@ import numpy as np
 
 from ..dtypes import get_dtype
 from ..errors import FormatError, UnsupportedError
-from ..readers.base import TENSOR, VERBATIM, Segment
+from ..readers.base import (
+    MAX_INDEX_JSON,
+    MAX_INDEX_OBJECTS,
+    MAX_INDEX_SEGMENTS,
+    TENSOR,
+    VERBATIM,
+    Segment,
+)
 from ..stages import get_stage, get_transform
 from .format import (
     CHUNK_DTYPE,
@@ -27,14 +35,21 @@ from .format import (
     FRAME_HEADER,
     MAX_CHUNK_RAW,
     MAX_RANK,
-    MAX_SEGMENTS,
     MAX_STREAMS,
     RAW_CHECK,
     STREAM_DTYPE,
     STREAM_ENTRY,
 )
 
-__all__ = ["Index", "PartRecord", "SegmentEntry", "StageRecord"]
+__all__ = [
+    "MAX_INDEX_JSON",
+    "MAX_INDEX_OBJECTS",
+    "MAX_INDEX_SEGMENTS",
+    "Index",
+    "PartRecord",
+    "SegmentEntry",
+    "StageRecord",
+]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHECK = re.compile(r"^[0-9a-f]{16}$")
@@ -90,7 +105,7 @@ class StageRecord:
         return d
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SegmentEntry:
     """A segment of the source and the range of chunks that hold it."""
 
@@ -158,15 +173,18 @@ class Index:
         return [js.encode("utf-8"), self.chunks.tobytes(), self.streams.tobytes()]
 
     @classmethod
-    def from_streams(cls, streams: list[bytes], *, path=None) -> Index:
-        """Parse the three index streams; structural checks only (see :meth:`validate`)."""
+    def from_streams(cls, streams: list, *, path=None) -> Index:
+        """Parse the three index streams (the JSON as bytes or text); structural checks only
+        (see :meth:`validate`)."""
         if len(streams) != 3:
             raise FormatError(f"index has {len(streams)} streams, expected 3", path=path)
         js, ct, st = streams
-        try:
-            doc = json.loads(bytes(js).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise FormatError(f"index JSON is invalid: {e}", path=path) from None
+        if len(js) > MAX_INDEX_JSON:
+            raise FormatError(
+                f"index JSON of {len(js)} bytes is over the {MAX_INDEX_JSON}-byte limit", path=path
+            )
+        doc = _load_json(js, path)
+        streams[0] = js = None  # the text is no longer needed
         if not isinstance(doc, dict):
             raise FormatError("index JSON is not an object", path=path)
         fmt = doc.get("format")
@@ -187,9 +205,18 @@ class Index:
         if not isinstance(source, dict):
             raise FormatError("index has no source description", path=path)
         raw_segments = doc.get("segments")
-        if not isinstance(raw_segments, list) or len(raw_segments) > MAX_SEGMENTS:
-            raise FormatError("index segments are missing or too many", path=path)
-        segments = [_parse_segment(i, s, path) for i, s in enumerate(raw_segments)]
+        if not isinstance(raw_segments, list):
+            raise FormatError("index segments are missing", path=path)
+        if len(raw_segments) > MAX_INDEX_SEGMENTS:
+            raise FormatError(
+                f"index lists {len(raw_segments)} segments, over the limit of "
+                f"{MAX_INDEX_SEGMENTS}",
+                path=path,
+            )
+        # parsed in place: each JSON object is freed as soon as its entry exists
+        segments: list[Any] = raw_segments
+        for i, s in enumerate(segments):
+            segments[i] = _parse_segment(i, s, path)
         meta = doc.get("metadata", {})
         opts = doc.get("options", {})
         flags = doc.get("flags", 0)
@@ -387,6 +414,42 @@ class Index:
         return bool(cls.lossy)
 
 
+class _TooMany(Exception):
+    pass
+
+
+def _load_json(js: bytes | str, path) -> Any:
+    """Parse the index JSON without building more than :data:`MAX_INDEX_OBJECTS` objects or
+    :data:`MAX_INDEX_SEGMENTS` segment-shaped ones (``kind``, ``offset`` and ``chunks``):
+    parsing stops at the first one over. Every object needs a ``{`` byte, so a JSON with few
+    of them (every usual file) takes the plain, fast parser."""
+    try:
+        text = js if isinstance(js, str) else bytes(js).decode("utf-8")
+        if text.count("{") <= MAX_INDEX_SEGMENTS:
+            return json.loads(text)
+        objects = segments = 0
+
+        def hook(pairs: list) -> dict:
+            nonlocal objects, segments
+            d = dict(pairs)
+            objects += 1
+            if "chunks" in d and "kind" in d and "offset" in d:
+                segments += 1
+            if objects > MAX_INDEX_OBJECTS or segments > MAX_INDEX_SEGMENTS:
+                raise _TooMany
+            return d
+
+        return json.loads(text, object_pairs_hook=hook)
+    except _TooMany:
+        raise FormatError(
+            f"index JSON holds more than {MAX_INDEX_SEGMENTS} segments or {MAX_INDEX_OBJECTS} "
+            "objects",
+            path=path,
+        ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise FormatError(f"index JSON is invalid: {e}", path=path) from None
+
+
 def _parse_segment(i: int, s: Any, path) -> SegmentEntry:
     def bad(msg: str) -> FormatError:
         return FormatError(f"invalid index: segment {i} {msg}", path=path)
@@ -425,7 +488,11 @@ def _parse_segment(i: int, s: Any, path) -> SegmentEntry:
     if dt is not None and dt.nbytes(tuple(shape)) != size:
         raise bad(f"({dtype} {shape}) needs {dt.nbytes(tuple(shape))} bytes, not {size}")
     return SegmentEntry(
-        Segment(TENSOR, off, size, name, dtype, tuple(shape)), chunks[0], chunks[1], dup, stage
+        Segment(TENSOR, off, size, name, sys.intern(dtype), tuple(shape)),
+        chunks[0],
+        chunks[1],
+        dup,
+        stage,
     )
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from .._checksum import xxh3_64
 from ..errors import CorruptDataError, FormatError, UnsupportedError
 from .format import (
+    CHUNK_DTYPE,
     FILE_HEADER,
     FILE_MAGIC,
     FLAGS_REQUIRED_MASK,
@@ -25,11 +26,14 @@ from .format import (
     INDEX_MAGIC,
     MAX_INDEX_FRAME,
     MAX_INDEX_RATIO,
+    RAW_CHECK,
+    STREAM_DTYPE,
+    STREAM_ENTRY,
     TRAILER,
     TRAILER_MAGIC,
 )
 from .frames import HEADROOM, frame_buffer, parse_frame
-from .index import Index
+from .index import MAX_INDEX_JSON, Index
 
 __all__ = ["KNOWN_FLAGS", "ContainerReader", "decode_index_frame", "is_container"]
 
@@ -74,11 +78,19 @@ def decode_index_frame(buf, *, path=None, offset: int | None = None) -> Index:
     if frame.header.magic != INDEX_MAGIC:
         raise FormatError("expected the index frame", path=path, offset=offset)
     parts = []
-    for s, payload in zip(frame.streams, frame.payloads):
+    caps = _index_stream_caps(offset)
+    for j, (s, payload) in enumerate(zip(frame.streams, frame.payloads)):
         limit = MAX_INDEX_RATIO * s.encoded_size + (1 << 20)
         if s.decoded_size > limit:
             raise FormatError(
                 f"index stream claims {s.decoded_size} bytes from {s.encoded_size}",
+                path=path,
+                offset=offset,
+            )
+        if j < len(caps) and s.decoded_size > caps[j][0]:
+            raise FormatError(
+                f"index {caps[j][1]} of {s.decoded_size} bytes is over its limit of "
+                f"{caps[j][0]} bytes",
                 path=path,
                 offset=offset,
             )
@@ -103,7 +115,25 @@ def decode_index_frame(buf, *, path=None, offset: int | None = None) -> Index:
         parts.append(data)
     if xxh3_64(b"".join(parts)) != frame.raw_check:
         raise CorruptDataError("index content checksum mismatch", path=path, offset=offset)
+    if parts:  # the JSON as text; its bytes are freed before it is parsed
+        try:
+            parts[0] = parts[0].decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise FormatError(f"index JSON is invalid: {e}", path=path) from None
     return Index.from_streams(parts, path=path)
+
+
+def _index_stream_caps(index_offset: int | None) -> list[tuple[int, str]]:
+    """Most bytes each index stream may decode to, before it is decompressed: the JSON
+    :data:`MAX_INDEX_JSON`; the chunk and stream tables what the frames before the index
+    can hold (a chunk frame takes at least 52 bytes, a stream entry 12)."""
+    caps = [(MAX_INDEX_JSON, "JSON")]
+    if index_offset is not None:
+        room = max(index_offset - FILE_HEADER.size, 0)
+        min_frame = FRAME_HEADER.size + STREAM_ENTRY.size + RAW_CHECK.size
+        caps.append((CHUNK_DTYPE.itemsize * (room // min_frame), "chunk table"))
+        caps.append((STREAM_DTYPE.itemsize * (room // STREAM_ENTRY.size), "stream table"))
+    return caps
 
 
 class ContainerReader:

@@ -7,12 +7,23 @@ with the reason in :attr:`Layout.note`: compression is always lossless, whatever
 
 from __future__ import annotations
 
+import json
+import struct
+
 import numpy as np
 
 from ..dtypes import DType
 from ..errors import FormatError
 from ..formats import FORMATS
-from .base import TENSOR, VERBATIM, Layout, Segment, check_tiling
+from .base import (
+    MAX_INDEX_JSON,
+    MAX_INDEX_SEGMENTS,
+    TENSOR,
+    VERBATIM,
+    Layout,
+    Segment,
+    check_tiling,
+)
 from .ctranslate2 import CT2Error, looks_like_ctranslate2, read_ctranslate2
 from .generic import read_generic
 from .gguf import GGUFError, looks_like_gguf, read_gguf
@@ -20,6 +31,44 @@ from .safetensors import SafetensorsError, looks_like_safetensors, read_safetens
 from .torch import TorchFormatError, looks_like_torch, read_torch
 
 __all__ = ["FORMATS", "TENSOR", "VERBATIM", "Layout", "Segment", "check_tiling", "read_layout"]
+
+
+def _guarded(read, error: type[Exception], data: np.ndarray) -> Layout:
+    """Run a reader; whatever a hostile header makes it raise becomes its own error (so the
+    caller falls back to opaque bytes or names the file), never a bare built-in one."""
+    try:
+        return read(data)
+    except error:
+        raise
+    except RecursionError:
+        raise error("the header nests too deeply") from None
+    except MemoryError:
+        raise error("the header needs more memory than is available") from None
+    except (
+        OverflowError,
+        struct.error,
+        UnicodeError,
+        IndexError,
+        KeyError,
+        ValueError,
+        TypeError,
+        AttributeError,
+    ) as e:
+        raise error(f"the header is malformed ({type(e).__name__}: {e})") from None
+
+
+def _within_index_caps(layout: Layout, error: type[Exception]) -> Layout:
+    """A layout the container index can hold (container/index.py caps): a reader that finds
+    more segments, or metadata too big for the index JSON, falls back like a parse error."""
+    if len(layout.segments) > MAX_INDEX_SEGMENTS:
+        raise error(
+            f"{len(layout.segments)} segments, more than a container index holds "
+            f"({MAX_INDEX_SEGMENTS})"
+        )
+    names = sum(len(s.name or "") for s in layout.segments)
+    if names + 160 * len(layout.segments) + len(json.dumps(layout.metadata)) > MAX_INDEX_JSON // 2:
+        raise error("its header is too big for a container index")
+    return layout
 
 
 def read_layout(
@@ -44,7 +93,7 @@ def read_layout(
     for name, sniff, read, error in readers:
         if format == name or (format == "auto" and sniff(data)):
             try:
-                return read(data)
+                return _within_index_caps(_guarded(read, error, data), error)
             except error as e:
                 if format == name:
                     raise FormatError(f"not a valid {name} file: {e}", path=path) from None

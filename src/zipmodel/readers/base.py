@@ -5,13 +5,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TENSOR", "VERBATIM", "Layout", "Segment", "check_tiling"]
+__all__ = [
+    "MAX_INDEX_JSON",
+    "MAX_INDEX_OBJECTS",
+    "MAX_INDEX_SEGMENTS",
+    "TENSOR",
+    "VERBATIM",
+    "Layout",
+    "Segment",
+    "check_tiling",
+]
 
 VERBATIM = "verbatim"
 TENSOR = "tensor"
 
+# Caps on a container's index JSON (docs/format.md, "Limits"). A reader checks them before
+# the memory is spent (a parsed JSON object costs some 10x its bytes, and empty segments cost
+# no frame, so a small file could otherwise list millions of them); a source reader whose
+# layout would exceed them falls back to opaque bytes, so every file written can be read.
+MAX_INDEX_JSON = 64 << 20  # bytes of the JSON stream, checked before it is decompressed
+MAX_INDEX_OBJECTS = 1 << 19  # JSON objects, counted while parsing
+MAX_INDEX_SEGMENTS = 1 << 17  # segments (tensors and the verbatim runs between them)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class Segment:
     """A byte range of the source.
 

@@ -1,0 +1,198 @@
+"""Hardening (issue 16): limits a reader enforces before it spends memory, fields the format
+fixes as zero, and source readers that never let a built-in exception escape.
+
+Bounded work is asserted on memory (peak RSS of a child process, tracemalloc), never on time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+import xxhash
+import zstandard
+
+from zipmodel import errors
+from zipmodel.container import index as index_mod
+from zipmodel.container.format import (
+    CHUNK_DTYPE,
+    CHUNK_MAGIC,
+    FILE_HEADER,
+    FILE_MAGIC,
+    INDEX_MAGIC,
+    NO_CONTEXT,
+    STREAM_DTYPE,
+    TRAILER,
+    TRAILER_MAGIC,
+)
+from zipmodel.container.frames import StreamInfo, build_frame
+from zipmodel.container.reader import ContainerReader, decode_index_frame
+
+
+def _frame(magic: bytes, raw_size: int, raw_check: int, infos, payloads) -> bytes:
+    parts = build_frame(magic, 0, 0, raw_size, raw_check, infos, payloads)
+    return b"".join(bytes(p) for p in parts)
+
+
+def _index_frame(raw: list[bytes]) -> bytes:
+    z = zstandard.ZstdCompressor(level=3, write_content_size=True)
+    pay = [z.compress(r) for r in raw]
+    infos = [StreamInfo(2, NO_CONTEXT, len(r), len(p)) for r, p in zip(raw, pay)]
+    check = xxhash.xxh3_64_intdigest(b"".join(raw), 0)
+    return _frame(INDEX_MAGIC, sum(map(len, raw)), check, infos, pay)
+
+
+def many_empty_tensors(n: int, head: bytes = b"0123456789abcdef") -> bytes:
+    """A valid container of a ``len(head)``-byte source: one verbatim chunk, then ``n`` empty
+    F32 tensors. Empty tensors cost no frame, so the index JSON (zstd) is nearly all of it:
+    a million of them fit in under 1 MB."""
+    prefix = FILE_HEADER.pack(FILE_MAGIC, 1, 0, 0)
+    h = len(head)
+    chunk = _frame(
+        CHUNK_MAGIC,
+        h,
+        xxhash.xxh3_64_intdigest(head, 0),
+        [StreamInfo(0, NO_CONTEXT, h, h)],
+        [head],
+    )
+    chunks = np.zeros(1, CHUNK_DTYPE)
+    chunks[0] = (0, len(prefix), len(chunk), h, 0, 1, 0, 0)
+    streams = np.zeros(1, STREAM_DTYPE)
+    streams[0] = (0, NO_CONTEXT, 0, h, h)
+    prefix += chunk
+    doc = {
+        "format": [1, 0],
+        "writer": "test_hostile_limits",
+        "flags": 0,
+        "source": {
+            "name": "many.safetensors",
+            "size": h,
+            "sha256": hashlib.sha256(head).hexdigest(),
+            "format": "raw",
+        },
+        "options": {},
+        "metadata": {},
+    }
+    segs = [f'{{"kind":"verbatim","offset":0,"size":{h},"chunks":[0,1]}}'] + [
+        f'{{"kind":"tensor","offset":{h},"size":0,"chunks":[1,0],"name":"t{i}",'
+        f'"dtype":"F32","shape":[0]}}'
+        for i in range(n)
+    ]
+    js = json.dumps(doc, separators=(",", ":"))[:-1] + ',"segments":[' + ",".join(segs) + "]}"
+    ix = _index_frame([js.encode(), chunks.tobytes(), streams.tobytes()])
+    return prefix + ix + TRAILER.pack(len(prefix), len(ix), TRAILER_MAGIC)
+
+
+def _peak_rss_mb(*args: str) -> tuple[int, str, float]:
+    """Run ``python -m zipmodel ARGS`` from a fresh wrapper process; return its exit code,
+    stderr and peak RSS in MB (ru_maxrss of RUSAGE_CHILDREN, measured in the wrapper so
+    earlier children of the test process do not count)."""
+    wrapper = (
+        "import resource, subprocess, sys\n"
+        "r = subprocess.run([sys.executable, '-m', 'zipmodel', *sys.argv[1:]],"
+        " capture_output=True, text=True)\n"
+        "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "sys.stderr.write(r.stderr)\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", wrapper, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ},
+    )
+    rc, kb = p.stdout.split()[-2:]
+    return int(rc), p.stderr, int(kb) / 1024
+
+
+@pytest.fixture(scope="module")
+def million(tmp_path_factory):
+    path = tmp_path_factory.mktemp("limits") / "million.zm"
+    path.write_bytes(many_empty_tensors(1_000_000))
+    return path
+
+
+def test_million_empty_tensors_small_file(million):
+    assert million.stat().st_size < 2 << 20  # the threat: a small file, a huge index
+
+
+@pytest.mark.parametrize("cmd", ["info", "decompress"])
+def test_million_empty_tensors_bounded_rss(million, tmp_path, cmd):
+    """Before: 1.26 GB peak RSS and 14-16 s for either command. The JSON stream declares
+    its size, so the reader refuses it before decompressing anything."""
+    tiny = tmp_path / "tiny.zm"
+    tiny.write_bytes(many_empty_tensors(10))
+    out = ["-f", "-o", str(tmp_path / "out")] if cmd == "decompress" else []
+    rc0, err0, base = _peak_rss_mb(cmd, *out, str(tiny))
+    assert rc0 == 0, err0
+    rc, err, peak = _peak_rss_mb(cmd, *out, str(million))
+    assert rc == 1, err
+    assert str(million) in err and "index JSON" in err and "limit" in err
+    assert "bug in zipmodel" not in err
+    assert peak < 300, f"{cmd} peaked at {peak:.0f} MB"
+    assert peak < base + 64, f"{cmd}: {peak:.0f} MB against {base:.0f} MB on a tiny file"
+
+
+def test_segment_cap_under_the_json_cap(monkeypatch, tmp_path):
+    """An index under the JSON byte cap but with more segments than MAX_INDEX_SEGMENTS is
+    refused while parsing, before the entries are all built (cap lowered for the test)."""
+    monkeypatch.setattr(index_mod, "MAX_INDEX_SEGMENTS", 2000)
+    path = tmp_path / "m.zm"
+    path.write_bytes(many_empty_tensors(20_000))
+    tracemalloc.start()
+    try:
+        with pytest.raises(errors.FormatError, match="more than 2000 segments") as info:
+            ContainerReader(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.value.path == str(path)
+    # the JSON text (~1.8 MB) and ~2000 parsed entries; not the 20,000 (~15 MB)
+    assert peak < 8 << 20, f"{peak >> 20} MiB"
+
+
+def test_segment_count_cap_boundary(monkeypatch, tmp_path):
+    """Exactly MAX_INDEX_SEGMENTS segments read; one more is refused."""
+    path = tmp_path / "m.zm"
+    path.write_bytes(many_empty_tensors(50))
+    monkeypatch.setattr(index_mod, "MAX_INDEX_SEGMENTS", 50)
+    with pytest.raises(errors.FormatError, match="more than 50 segments"):
+        ContainerReader(path)
+    monkeypatch.setattr(index_mod, "MAX_INDEX_SEGMENTS", 51)
+    with ContainerReader(path) as r:
+        assert len(r.index.segments) == 51
+
+
+def test_chunk_table_bounded_by_the_file():
+    """A chunk table needs one frame (at least 52 bytes) per row before the index: a table
+    that declares more rows than that is refused before it is decompressed."""
+    rows = np.random.default_rng(0).bytes(100_000 * CHUNK_DTYPE.itemsize)  # incompressible
+    raw = [b"{}", rows, b""]
+    fr = _index_frame(raw)
+    with pytest.raises(errors.FormatError, match="chunk table of 3200000 bytes"):
+        decode_index_frame(fr, path="x.zm", offset=16 + 52 * 10)
+
+
+def test_source_readers_respect_the_index_caps(monkeypatch):
+    """A layout with more segments than an index may hold is compressed as opaque bytes
+    (with a note), so every container written can be read back."""
+    import edgecases
+
+    import zipmodel.readers as readers
+
+    data = edgecases.safetensors_bytes(
+        [(f"t{i}", "F32", [2], np.arange(2, dtype=np.float32).tobytes()) for i in range(8)]
+    )
+    arr = np.frombuffer(data, np.uint8)
+    assert len(readers.read_layout(arr).segments) == 9
+    monkeypatch.setattr(readers, "MAX_INDEX_SEGMENTS", 5)
+    layout = readers.read_layout(arr)
+    assert layout.format == "raw" and "more than a container index holds" in layout.note
+    with pytest.raises(errors.FormatError, match="not a valid safetensors"):
+        readers.read_layout(arr, format="safetensors", path="x")
