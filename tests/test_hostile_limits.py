@@ -196,3 +196,92 @@ def test_source_readers_respect_the_index_caps(monkeypatch):
     assert layout.format == "raw" and "more than a container index holds" in layout.note
     with pytest.raises(errors.FormatError, match="not a valid safetensors"):
         readers.read_layout(arr, format="safetensors", path="x")
+
+
+# -- fields the format fixes as zero (docs/format.md rules 2, 3, 7) --------------------------
+
+GOLDEN = __import__("pathlib").Path(__file__).parent / "golden" / "model.safetensors.default.zm"
+
+
+def _rehash(frame: bytearray) -> bytes:
+    """Recompute a frame's check after editing it, so only the edited field is wrong."""
+    body = bytes(frame[32:])
+    frame[24:32] = xxhash.xxh3_64_intdigest(bytes(frame[:24]) + body, 0).to_bytes(8, "little")
+    return bytes(frame)
+
+
+def _golden_chunk_frame() -> tuple[bytes, int]:
+    blob = GOLDEN.read_bytes()
+    r = ContainerReader(blob)
+    row = r.index.chunks[0]
+    off, size = int(row["frame_offset"]), int(row["frame_size"])
+    return blob[off : off + size], off
+
+
+def test_chunk_frame_flags_must_be_zero():
+    from zipmodel.container.frames import parse_frame
+
+    fr, off = _golden_chunk_frame()
+    parse_frame(fr)  # the golden frame itself is fine
+    b = bytearray(fr)
+    b[6:8] = (4).to_bytes(2, "little")
+    with pytest.raises(errors.FormatError, match="frame flags are 0x4"):
+        parse_frame(_rehash(b), path="g.zm", offset=off)
+
+
+def test_stream_entry_reserved_must_be_zero():
+    from zipmodel.container.frames import parse_frame
+
+    fr, off = _golden_chunk_frame()
+    b = bytearray(fr)
+    b[32 + 2 : 32 + 4] = (1).to_bytes(2, "little")
+    with pytest.raises(errors.FormatError, match="stream 0 has reserved field 0x1"):
+        parse_frame(_rehash(b), path="g.zm", offset=off)
+
+
+def _golden_index_frame() -> tuple[bytes, bytes]:
+    blob = GOLDEN.read_bytes()
+    idx_off, idx_size, _ = TRAILER.unpack(blob[-16:])
+    return blob[:idx_off], blob[idx_off : idx_off + idx_size]
+
+
+@pytest.mark.parametrize(
+    "field, at, width, match",
+    [
+        ("src_offset", 8, 8, "src_offset 7"),
+        ("transform", 4, 1, "index frame has transform 7"),
+        ("flags", 6, 2, "frame flags are 0x7"),
+    ],
+)
+def test_index_frame_fields_must_be_zero(tmp_path, field, at, width, match):
+    prefix, fr = _golden_index_frame()
+    b = bytearray(fr)
+    b[at : at + width] = (7).to_bytes(width, "little")
+    fr = _rehash(b)
+    path = tmp_path / f"index_{field}.zm"
+    path.write_bytes(prefix + fr + TRAILER.pack(len(prefix), len(fr), TRAILER_MAGIC))
+    with pytest.raises(errors.FormatError, match=match) as info:
+        ContainerReader(path)
+    assert info.value.path == str(path)
+
+
+@pytest.mark.parametrize(
+    "table, field, match",
+    [("chunks", "flags", "chunk 0 has flags 0x2"), ("streams", "reserved", "stream 0 has reserved")],
+)
+def test_index_table_fields_must_be_zero(tmp_path, table, field, match):
+    blob = GOLDEN.read_bytes()
+    r = ContainerReader(blob)
+    js, ct, st = r.index.to_streams()
+    tabs = {
+        "chunks": np.frombuffer(ct, CHUNK_DTYPE).copy(),
+        "streams": np.frombuffer(st, STREAM_DTYPE).copy(),
+    }
+    tabs[table][field][0] = 2
+    prefix = blob[: r.index_offset]
+    fr = _index_frame([js, tabs["chunks"].tobytes(), tabs["streams"].tobytes()])
+    path = tmp_path / f"{table}_{field}.zm"
+    path.write_bytes(prefix + fr + TRAILER.pack(len(prefix), len(fr), TRAILER_MAGIC))
+    with pytest.raises(errors.FormatError, match=match) as info:
+        ContainerReader(path)
+    assert info.value.path == str(path)

@@ -175,6 +175,10 @@ def parse_frame_header(buf, *, path=None, offset: int | None = None) -> FrameHea
     h = FrameHeader(*FRAME_HEADER.unpack_from(buf))
     if h.magic not in (CHUNK_MAGIC, INDEX_MAGIC):
         raise FormatError(f"bad frame magic {h.magic!r}", path=path, offset=offset)
+    if h.flags:
+        raise FormatError(
+            f"frame flags are {h.flags:#x} (must be 0)", path=path, offset=offset
+        )
     if h.n_streams == 0 or h.n_streams > MAX_STREAMS:
         raise FormatError(
             f"frame has {h.n_streams} streams (1..{MAX_STREAMS})", path=path, offset=offset
@@ -217,8 +221,14 @@ def parse_frame_inplace(
         )
     pos = FRAME_HEADER.size
     streams = []
-    for _ in range(h.n_streams):
-        codec, context, _r, dec, enc = STREAM_ENTRY.unpack_from(mv, pos)
+    for j in range(h.n_streams):
+        codec, context, reserved, dec, enc = STREAM_ENTRY.unpack_from(mv, pos)
+        if reserved:
+            raise FormatError(
+                f"stream {j} has reserved field {reserved:#x} (must be 0)",
+                path=path,
+                offset=offset,
+            )
         streams.append(StreamInfo(codec, context, dec, enc))
         pos += STREAM_ENTRY.size
     (raw_check,) = RAW_CHECK.unpack_from(mv, pos)

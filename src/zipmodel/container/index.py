@@ -315,6 +315,12 @@ class Index:
             if len(st):
                 raise bad("stream table without chunks")
             return
+        if bool(ch["flags"].any()):
+            k = int(np.flatnonzero(ch["flags"])[0])
+            raise bad(f"chunk {k} has flags {int(ch['flags'][k]):#x} (must be 0)")
+        if bool(st["reserved"].any()):
+            k = int(np.flatnonzero(st["reserved"])[0])
+            raise bad(f"stream {k} has reserved field {int(st['reserved'][k]):#x} (must be 0)")
         raw = ch["raw_size"].astype(np.int64)
         if raw.min() <= 0 or raw.max() > MAX_CHUNK_RAW:
             raise bad(f"a chunk size is outside 1..{MAX_CHUNK_RAW}")

@@ -77,6 +77,13 @@ def decode_index_frame(buf, *, path=None, offset: int | None = None) -> Index:
     frame = parse_frame(buf, path=path, offset=offset)
     if frame.header.magic != INDEX_MAGIC:
         raise FormatError("expected the index frame", path=path, offset=offset)
+    if frame.header.transform or frame.header.src_offset:
+        raise FormatError(
+            f"index frame has transform {frame.header.transform} and src_offset "
+            f"{frame.header.src_offset} (both must be 0)",
+            path=path,
+            offset=offset,
+        )
     parts = []
     caps = _index_stream_caps(offset)
     for j, (s, payload) in enumerate(zip(frame.streams, frame.payloads)):
