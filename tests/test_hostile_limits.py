@@ -285,3 +285,88 @@ def test_index_table_fields_must_be_zero(tmp_path, table, field, match):
     with pytest.raises(errors.FormatError, match=match) as info:
         ContainerReader(path)
     assert info.value.path == str(path)
+
+
+# -- source readers on hostile headers: their own error or opaque bytes, never a built-in ----
+
+
+def _samples() -> dict[str, bytes]:
+    import io
+    import pickle
+    import zipfile
+
+    import edgecases
+    import test_ctranslate2
+    import test_gguf
+
+    st = edgecases.safetensors_bytes(
+        [("w", "F32", [4, 4], np.arange(16, dtype=np.float32).tobytes())],
+        metadata={"format": "pt"},
+    )
+    gg = test_gguf.build([("w", [32], 0)])
+    ct2 = test_ctranslate2.sample()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"w": [1, 2, (3, "x")]}, protocol=2))
+        z.writestr("archive/version", "3\n")
+    return {"safetensors": st, "gguf": gg, "ctranslate2": ct2, "torch": buf.getvalue()}
+
+
+SAMPLES = _samples()
+
+
+def test_deep_safetensors_header_is_opaque_bytes():
+    """Before: RecursionError escaped ('this is a bug in zipmodel', compress_dir aborted)."""
+    from zipmodel.api import compress_bytes, decompress_bytes
+    from zipmodel.readers import read_layout
+
+    js = b'{"a":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    data = len(js).to_bytes(8, "little") + js + bytes(64)
+    layout = read_layout(np.frombuffer(data, np.uint8))
+    assert layout.format == "raw" and "not a valid safetensors" in layout.note
+    with pytest.raises(errors.FormatError, match="nests too deeply"):
+        read_layout(np.frombuffer(data, np.uint8), format="safetensors", path="deep")
+    assert decompress_bytes(compress_bytes(data, threads=1)) == data
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_mutations = st.lists(st.tuples(st.integers(0, 299), st.integers(0, 255)), min_size=1, max_size=8)
+
+
+def _mutate(data: bytes, muts) -> bytes:
+    b = bytearray(data)
+    for pos, val in muts:
+        b[pos % len(b)] = val
+    return bytes(b)
+
+
+@pytest.mark.parametrize("fmt", sorted(SAMPLES))
+@settings(max_examples=150, deadline=None)
+@given(muts=_mutations)
+def test_mutated_headers_never_raise_builtins(fmt, muts):
+    from zipmodel.readers import check_tiling, read_layout
+
+    data = _mutate(SAMPLES[fmt], muts)
+    arr = np.frombuffer(data, np.uint8)
+    layout = read_layout(arr)  # auto: a broken header falls back, never raises
+    assert check_tiling(layout.segments, len(data)) is None
+    try:
+        read_layout(arr, format=fmt, path="x")
+    except errors.ZipmodelError:
+        pass
+
+
+@pytest.mark.parametrize("fmt", sorted(SAMPLES))
+@settings(max_examples=12, deadline=None)
+@given(muts=_mutations)
+def test_mutated_headers_round_trip(fmt, muts):
+    from zipmodel.api import compress_bytes, decompress_bytes
+
+    data = _mutate(SAMPLES[fmt], muts)
+    try:
+        blob = compress_bytes(data, threads=1)
+    except errors.ZipmodelError:
+        return
+    assert decompress_bytes(blob) == data

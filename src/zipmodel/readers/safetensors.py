@@ -69,6 +69,8 @@ def read_safetensors(data: np.ndarray) -> Layout:
         )
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SafetensorsError(f"header is not valid UTF-8 JSON: {e}") from None
+    except RecursionError:
+        raise SafetensorsError("header JSON nests too deeply") from None
     if not isinstance(header, dict):
         raise SafetensorsError("header is not a JSON object")
     base = 8 + n
