@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import time
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from workbudget import WorkBudget
 
 from zipmodel.api import compress_bytes, decompress_bytes
 from zipmodel.dtypes import get_dtype
@@ -228,10 +228,11 @@ HOSTILE = _hostile()
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_hostile_header_fails_fast(case):
     data = HOSTILE[case]
-    t0 = time.perf_counter()
-    with pytest.raises(GGUFError):
-        read_gguf(arr(data))
-    assert time.perf_counter() - t0 < 1.0
+    # fails fast: at most ~110 calls in zipmodel code and 8 KB (measured), whatever the
+    # counts and lengths the header claims; no loop over them, no allocation of their size
+    with WorkBudget(calls=2_000, peak_bytes=1 << 20):
+        with pytest.raises(GGUFError):
+            read_gguf(arr(data))
     layout = read_layout(arr(data))  # auto: falls back to opaque bytes, says why
     assert layout.format == "raw" and "gguf" in layout.note
     assert decompress_bytes(compress_bytes(data)) == data

@@ -387,3 +387,22 @@ def test_corpus_skips_each_missing_file_on_its_own(tmp_path):
     with pytest.raises(pytest.skip.Exception, match="smollm2-135m-q4_1.gguf"):
         corpus / "smollm2-135m-q4_1.gguf"
     assert os.fspath(corpus) == str(tmp_path)
+
+
+# -- 12. tests bound work, not seconds: the counter they use --------------------------------
+def test_work_budget_counts_zipmodel_calls_and_allocations():
+    from workbudget import WorkBudget, WorkLimitExceeded
+
+    from zipmodel.dtypes import get_dtype
+
+    with pytest.raises(WorkLimitExceeded):  # a loop in zipmodel code is stopped, not waited on
+        with WorkBudget(calls=100):
+            for _ in range(200):
+                get_dtype("F32")
+    with WorkBudget(calls=100) as w:
+        sorted(range(1000), key=lambda x: -x)  # not zipmodel's code: not counted
+    assert w.calls == 0
+    with pytest.raises(AssertionError, match="allocated"):
+        with WorkBudget(calls=100, peak_bytes=1 << 20):
+            block = bytearray(8 << 20)
+            del block

@@ -9,12 +9,12 @@ from __future__ import annotations
 import io
 import pickle
 import struct
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from workbudget import WorkBudget
 
 from zipmodel.api import decompress_bytes
 from zipmodel.pipeline import compress_layout
@@ -262,12 +262,13 @@ def test_sniff(torch, tmp_path):
 )
 def test_corpus(corpus, name, fmt):
     p = corpus / name
-    if not p.exists():
-        pytest.skip(f"{name} is not in the corpus")
     data = np.fromfile(p, np.uint8)
-    t0 = time.perf_counter()
-    layout = read_torch(data)
-    assert time.perf_counter() - t0 < 2
+    # The pickle is read, the tensor data (15 and 83 MB) never scanned or copied: ~450 calls
+    # in zipmodel code per tensor (english_g2: 20k for 44, craft: 65k for 154) and under
+    # 400 KB allocated, measured; a per-byte pass would be millions.
+    with WorkBudget(calls=2_000_000, peak_bytes=16 << 20) as w:
+        layout = read_torch(data)
+    assert w.calls <= 2_000 * len(layout.tensors()) + 20_000, w.calls
     assert layout.format == fmt
     assert check_tiling(layout.segments, data.size) is None
     f32 = sum(s.size for s in layout.tensors() if s.dtype == "F32")
@@ -431,8 +432,8 @@ def test_bad_legacy_rejected():
         read_torch(arr(bytes(data)))
 
 
-def _deep_pickles() -> list[bytes]:
-    n = 50_000  # far past Python's recursion limit; genops reads ~1M opcodes a second
+def _deep_pickles(n: int = 50_000) -> list[bytes]:
+    """``n`` deep: far past Python's recursion limit (genops reads ~1M opcodes a second)."""
     return [
         b"\x80\x02" + b"]" * n + b"a" * (n - 1) + b".",  # lists nested 50k deep
         b"\x80\x02" + b"(" * n + b")" + b"t" * n + b".",  # tuples nested via MARK
@@ -453,17 +454,31 @@ def _deep_pickles() -> list[bytes]:
     ]
 
 
-def test_hostile_structures_are_fast_and_clean():
+def _in_containers(p: bytes) -> list[bytes]:
     store = np.arange(4, dtype=np.float32).tobytes()
-    t0 = time.perf_counter()
+    return [
+        _zip({"archive/data.pkl": p, "archive/data/0": store}),
+        _legacy(p, [], []),
+        _legacy(p, ["0"], [store]),
+    ]
+
+
+def test_hostile_structures_are_clean():
     for p in _deep_pickles():
-        for data in (
-            _zip({"archive/data.pkl": p, "archive/data/0": store}),
-            _legacy(p, [], []),
-            _legacy(p, ["0"], [store]),
-        ):
+        for data in _in_containers(p):
             layout_ok(data)
-    assert time.perf_counter() - t0 < 10
+
+
+def test_hostile_structures_cost_work_linear_in_their_size():
+    """No walk explodes (the 2**60-path DAG, self-reference, deep nesting): the calls made
+    in zipmodel code stay linear in the pickle's bytes. Measured: about 22 calls per byte
+    for the three containers of a deep one, 12k in all for the DAG. Counted on 5,000-deep
+    pickles (a profiled 50,000 takes 20 s; those are parsed above), where a quadratic walk
+    would make 25 million calls."""
+    for p in _deep_pickles(5_000):
+        with WorkBudget(calls=100 * len(p) + 50_000):
+            for data in _in_containers(p):
+                layout_ok(data)
 
 
 def test_deep_names_are_cut_not_crashed():
@@ -485,13 +500,16 @@ def test_mutations_never_crash(torch, tmp_path):
         {"a": torch.randn(8, 8), "b": torch.arange(5)}, q, _use_new_zipfile_serialization=False
     )
     rng = np.random.default_rng(1)
-    t0 = time.perf_counter()
+
+    def parse(data: bytes) -> None:  # quickly: at most 1,438 calls (measured) on ~1.8 KB
+        with WorkBudget(calls=20_000, peak_bytes=4 << 20):
+            layout_ok(data)
+
     for src in (p.read_bytes(), q.read_bytes()):
         for cut in range(0, len(src), max(1, len(src) // 60)):
-            layout_ok(src[:cut])
+            parse(src[:cut])
         for _ in range(150):
             b = bytearray(src)
             for i in rng.integers(0, len(b), rng.integers(1, 4)):
                 b[i] = int(rng.integers(0, 256))
-            layout_ok(bytes(b))
-    assert time.perf_counter() - t0 < 10
+            parse(bytes(b))
