@@ -15,10 +15,11 @@ HEAD = """# Command line
 `zipmodel` follows zstd's conventions, with the differences listed below: `X` → `X.zm` and
 back, inputs kept unless `--rm` (`-k` is accepted and changes nothing), existing outputs
 refused unless `-f`, `-c` for standard output, `-` (or no file, when standard input is a pipe)
-for standard input, `-T` threads (0 = all cores), `-q` quiet, `-v` verbose, and the operation
-flags `-z`, `-d`, `-t`, `-l` in place of a command name: `zipmodel -d x.zm` is `zipmodel
-decompress x.zm`, `zipmodel -dc x.zm > x` writes `x` to standard output, `zipmodel -t x.zm`
-verifies and `zipmodel -l x.zm` lists (`--level` has no short form: `-l` lists, as in zstd).
+for standard input, `-T` threads (0 = all cores), `-q` quiet, `-v` verbose (compress), and
+the operation flags `-z`, `-d`, `-t`, `-l` in place of a command name: `zipmodel -d x.zm` is
+`zipmodel decompress x.zm`, `zipmodel -dc x.zm > x` writes `x` to standard output, `zipmodel
+-t x.zm` verifies and `zipmodel -l x.zm` lists (`--level` has no short form: `-l` lists, as
+in zstd).
 
 Output: diagnostics (summary lines, warnings, errors, progress bars) go to **stderr**, progress
 bars only on a terminal and never when `CI` is set; `NO_COLOR` is respected. The listings of

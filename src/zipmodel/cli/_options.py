@@ -136,8 +136,8 @@ def chunk_size_option(f):
         type=ByteSize(lo, hi),
         default="1M",
         show_default=True,
-        help=f"Source bytes per independently decodable chunk ({human_size(lo)}..{human_size(hi)}). "
-        "Smaller adapts better, larger decodes faster.",
+        help="Source bytes per independently decodable chunk "
+        f"({human_size(lo)}..{human_size(hi)}). Smaller adapts better, larger decodes faster.",
     )(f)
 
 
@@ -160,7 +160,8 @@ def check_write_options(paths, output, to_stdout, remove, keep_input, json_mode)
 
 
 def folder_options(f):
-    """``--min-size`` and ``--follow-symlinks``: how a model folder is compressed (compress, push)."""
+    """``--min-size`` and ``--follow-symlinks``: how a model folder is compressed (compress,
+    push)."""
     f = click.option(
         "--follow-symlinks",
         is_flag=True,
