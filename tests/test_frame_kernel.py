@@ -207,3 +207,45 @@ def test_compiled_kernel_with_bounds_checks(tmp_path):
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1800
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _rehashed(frame: bytearray) -> bytes:
+    """The frame with its header checksum recomputed (header[0:24] + body)."""
+    import struct
+
+    import xxhash
+
+    frame[24:32] = struct.pack("<Q", xxhash.xxh3_64_intdigest(bytes(frame[:24] + frame[32:])))
+    return bytes(frame)
+
+
+def test_refuses_fields_format_1_fixes_as_zero():
+    """Frame flags and stream-entry reserved bytes must be zero (docs/format.md), on the
+    kernel's path as on the Python path, even with the frame checksum made to match."""
+    raw = _weights("bf16", 5000, 4, 0.02)
+    frame, row = _encode("bf16", raw, "default", 0)
+    assert _fused(frame, len(raw), row) == raw
+    for at in (6, 7, 32 + 2, 32 + 3, 44 + 2, 44 + 3):  # flags; reserved of streams 0 and 1
+        bad = bytearray(frame)
+        bad[at] = 1
+        bad = _rehashed(bad)
+        assert _fused(bad, len(raw), row) is None, at
+        assert _python_path(bad, len(raw), row) is None, at
+
+
+def test_refuses_a_frame_the_stream_table_does_not_describe():
+    """With the index's stream table given, the frame's entries must equal its rows."""
+    raw = _weights("f32", 4000, 5, 0.02)
+    frame, row = _encode("f32", raw, "default", 0)
+    ns = row["n_streams"]
+    entries = np.frombuffer(frame[32 : 32 + 12 * ns], np.uint8)
+    table = np.concatenate([np.zeros(24, np.uint8), entries])  # rows 2.. are this frame's
+    fb, size = _frame_buffer(frame)
+    out = np.empty(len(raw), np.uint8)
+    assert decode_frame_fused(fb, size, out, dict(row, first_stream=2), table)
+    assert out.tobytes() == raw
+    assert not decode_frame_fused(fb, size, out, dict(row, first_stream=1), table)
+    other = table.copy()
+    other[24 + 12 * (ns - 1) + 4] ^= 1  # the last stream's decoded size
+    assert not decode_frame_fused(fb, size, out, dict(row, first_stream=2), other)
+    assert not decode_frame_fused(fb, size, out, dict(row, first_stream=2), table[:-1])

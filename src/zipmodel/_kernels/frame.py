@@ -24,7 +24,7 @@ body_size, check), stream entries ``<BBHII`` (codec, context, reserved, decoded,
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, uint64
+from numba import njit, uint64, int64
 
 from .choose import NOT_HANDLED as NOT_CHOSEN
 from .choose import choose_field
@@ -40,7 +40,7 @@ from .split import (
     _split_f32,
     _split_f32_words,
 )
-from .xxh3 import _xxh3_64, _xxh3_64_aligned
+from .xxh3 import xxh3_64 as _xxh3_64
 
 HEADROOM = 8  # the frame sits at fb[HEADROOM:] (container.frames.HEADROOM)
 _MAGIC = (90, 77, 67, 75)  # b"ZMCK"
@@ -70,7 +70,9 @@ def _le(b, p, n):
 @njit(nogil=True, cache=True)
 def _copy(dst, src):
     """``dst[:] = src`` at memcpy speed: Numba's slice assignment copies 512 KiB in 200-280 us
-    (overlap checks, signed indices), this loop in 26 us, as fast as numpy."""
+    (overlap checks, signed indices), this loop in 26 us, as fast as numpy; and the slice
+    assignment compiles Numba's string formatting for its shape-mismatch message (2-3 s on a
+    fresh machine's first decode)."""
     for i in range(src.size):
         k = uint64(i)
         dst[k] = src[k]
@@ -80,9 +82,9 @@ def _copy(dst, src):
 def _xxh3(a, seed):
     """``zipmodel._checksum.xxh3_64`` (the word path where the start is 8-byte aligned)."""
     n = a.size
-    if n >= 1024 and a.ctypes.data % 8 == 0:
-        return _xxh3_64_aligned(a, a[: n - n % 8].view(np.uint64), uint64(seed))
-    return _xxh3_64(a, uint64(seed))
+    aligned = n >= 1024 and a.ctypes.data % 8 == 0  # a runtime flag: one compiled body
+    words = a[: n - n % 8 if aligned else 0].view(np.uint64)
+    return _xxh3_64(a, words, aligned, uint64(seed))
 
 
 @njit(nogil=True, cache=True)
@@ -94,7 +96,7 @@ def _huffman(payload, out, tcache, hstate, lens, codes, single, multi, words):
     size = payload.size
     if size < _HUF_FIXED:
         return 1
-    if _le(payload, 0, 4) != 1:  # version 1, reserved bytes zero
+    if _le(payload, int64(0), int64(4)) != 1:  # version 1, reserved bytes zero
         return 1
     n_sym = 0
     for b in range(20, 52):
@@ -121,7 +123,7 @@ def _huffman(payload, out, tcache, hstate, lens, codes, single, multi, words):
         held = _build_tables(table, lens, codes, single, multi)
         if held < 0:
             return 1
-        tcache[:tlen] = table
+        _copy(tcache[:tlen], table)
         hstate[0] = tlen
         hstate[1] = 1 if held >= _HUF_MULTI_MIN else 0
     n = out.size
@@ -133,7 +135,7 @@ def _huffman(payload, out, tcache, hstate, lens, codes, single, multi, words):
     for s in range(4):
         syms = base + (1 if s < rem else 0)
         bounds[s + 1] = bounds[s] + uint64(syms)
-        w = int(_le(payload, 4 + 4 * s, 4))
+        w = int(_le(payload, 4 + 4 * s, int64(4)))
         if not ((syms + 63) >> 6 <= w <= (syms * _HUF_MAX_BITS + 63) >> 6):
             return 1
         wbounds[s + 1] = wbounds[s] + uint64(w)
@@ -148,7 +150,7 @@ def _huffman(payload, out, tcache, hstate, lens, codes, single, multi, words):
             return 1  # the caller sizes ``words`` for the largest chunk; cannot happen
         wv = words[:n_words]
         for i in range(n_words):
-            wv[i] = _le(body, 8 * i, 8)
+            wv[i] = _le(body, 8 * i, int64(8))
     if hstate[1]:
         err = _decode4(wv, wbounds, single, multi, out, bounds)
     else:
@@ -158,11 +160,13 @@ def _huffman(payload, out, tcache, hstate, lens, codes, single, multi, words):
 
 @njit(nogil=True, cache=True)
 def decode_frame(
-    fb, size, out, transform, src_offset, n_streams, scratch, tcache, hstate, lens, codes,
-    single, multi, words, dtab, st,
+    fb, size, out, transform, src_offset, n_streams, table, first_stream, scratch, tcache,
+    hstate, lens, codes, single, multi, words, dtab, st,
 ):  # fmt: skip
     """Decode the frame of ``size`` bytes at ``fb[HEADROOM:]`` into ``out`` (uint8, the
-    chunk's size); ``transform``/``src_offset``/``n_streams`` are the chunk's index entry.
+    chunk's size); ``transform``/``src_offset``/``n_streams`` are the chunk's index entry,
+    ``table`` the index's stream table as bytes (its 12-byte rows are laid out as the frame's
+    stream entries, which must equal rows ``first_stream..``; empty: not checked).
     Returns 0 (decoded and verified), ``NOT_HANDLED`` or ``REJECTED``; ``fb`` is left as it
     was. The other arguments are this thread's scratch (see ``pipeline.fused._FrameScratch``)."""
     if size < 32 or fb.size < HEADROOM + size:
@@ -173,13 +177,15 @@ def decode_frame(
             return REJECTED
     t = int(f[4])
     ns = int(f[5])
-    raw_size = int(_le(f, 16, 4))
-    body = int(_le(f, 20, 4))
+    raw_size = int(_le(f, int64(16), int64(4)))
+    body = int(_le(f, int64(20), int64(4)))
     if ns == 0 or ns > _MAX_STREAMS or raw_size > _MAX_CHUNK_RAW:
         return REJECTED
     if body < ns * 12 + 8 or size != 32 + body:
         return REJECTED
-    if t != transform or ns != n_streams or _le(f, 8, 8) != uint64(src_offset):
+    if t != transform or ns != n_streams or _le(f, int64(8), int64(8)) != uint64(src_offset):
+        return REJECTED
+    if f[6] != 0 or f[7] != 0:  # flags: zero in format 1
         return REJECTED
     if raw_size != out.size:
         return REJECTED
@@ -199,14 +205,23 @@ def decode_frame(
     total = pos
     for j in range(ns):
         e = 32 + 12 * j
+        if f[e + 2] != 0 or f[e + 3] != 0:  # reserved: zero in format 1
+            return REJECTED
+        if table.size:
+            te = 12 * (first_stream + j)
+            if te + 12 > table.size:
+                return REJECTED
+            for b in range(12):
+                if f[e + b] != table[te + b]:
+                    return REJECTED
         codec = int(f[e])
         if codec != _RAW and codec != _HUFFMAN and codec != _RANS:
             return NOT_HANDLED
         if int(f[e + 1]) != _NO_CONTEXT:
             return NOT_HANDLED
-        if int(_le(f, e + 4, 4)) != per:
+        if int(_le(f, e + 4, int64(4))) != per:
             return REJECTED
-        enc = int(_le(f, e + 8, 4))
+        enc = int(_le(f, e + 8, int64(4)))
         if codec == _RAW and enc != per:
             return REJECTED
         total += enc
@@ -217,12 +232,12 @@ def decode_frame(
     # the frame checksum covers header[0:24] and the body: move the header next to the body
     # for one pass, then put the bytes back
     saved = f[8:32].copy()
-    f[8:32] = f[0:24].copy()
-    check = _xxh3(f[8:size], 0)
-    f[8:32] = saved
-    if check != _le(f, 24, 8):
+    _copy(f[8:32], f[0:24].copy())
+    check = _xxh3(f[8:size], int64(0))
+    _copy(f[8:32], saved)
+    if check != _le(f, int64(24), int64(8)):
         return REJECTED
-    raw_check = _le(f, 32 + 12 * ns, 8)
+    raw_check = _le(f, 32 + 12 * ns, int64(8))
     # decode each stream: raw ones are used in place, coded ones go to scratch (or straight
     # to ``out`` for a one-stream frame)
     s0 = f[0:0]
@@ -232,7 +247,7 @@ def decode_frame(
     for j in range(ns):
         e = 32 + 12 * j
         codec = int(f[e])
-        enc = int(_le(f, e + 8, 4))
+        enc = int(_le(f, e + 8, int64(4)))
         payload = f[pos : pos + enc]
         pos += enc
         if codec == _RAW:
@@ -350,14 +365,14 @@ def encode_frame(
         fb[e + 1] = np.uint8(_NO_CONTEXT)
         fb[e + 2] = 0
         fb[e + 3] = 0
-        _put_le(fb, e + 4, per, 4)
-        _put_le(fb, e + 8, size, 4)
+        _put_le(fb, e + 4, per, int64(4))
+        _put_le(fb, e + 8, size, int64(4))
         info[j, 0] = cid
         info[j, 1] = per
         info[j, 2] = size
         info[j, 3] = 1 if final else 0
         pos += size
-    _put_le(fb, t0 + 12 * ns, _xxh3(raw, src_offset), 8)
+    _put_le(fb, t0 + 12 * ns, _xxh3(raw, src_offset), int64(8))
     # header[0:24] goes right before the body for one checksum pass (FrameWriter.finish)
     h = HEADROOM + 8
     for k in range(4):
@@ -366,10 +381,10 @@ def encode_frame(
     fb[h + 5] = np.uint8(ns)
     fb[h + 6] = 0
     fb[h + 7] = 0
-    _put_le(fb, h + 8, src_offset, 8)
-    _put_le(fb, h + 16, n, 4)
-    _put_le(fb, h + 20, pos - t0, 4)
-    check = _xxh3(fb[h:pos], 0)
-    fb[HEADROOM : HEADROOM + 24] = fb[h : h + 24].copy()
-    _put_le(fb, HEADROOM + 24, check, 8)
+    _put_le(fb, h + 8, src_offset, int64(8))
+    _put_le(fb, h + 16, n, int64(4))
+    _put_le(fb, h + 20, pos - t0, int64(4))
+    check = _xxh3(fb[h:pos], int64(0))
+    _copy(fb[HEADROOM : HEADROOM + 24], fb[h : h + 24].copy())
+    _put_le(fb, HEADROOM + 24, check, int64(8))
     return pos - HEADROOM

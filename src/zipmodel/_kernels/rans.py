@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, int64
 
 STATES = 8  # interleaved states (part of the format)
 RANS_L = 1 << 16  # states live in [RANS_L, 2**32); 16-bit words refill them
@@ -176,7 +176,7 @@ def _get_varint_max(src, p, end, max_bytes):
 @njit(nogil=True, cache=True)
 def _get_varint(src, p, end):
     """A table entry: at most MAX_VARINT bytes (see :func:`_get_varint_max`)."""
-    return _get_varint_max(src, p, end, MAX_VARINT)
+    return _get_varint_max(src, p, end, int64(MAX_VARINT))
 
 
 # ----------------------------------------------------------------------------- shared steps
@@ -338,7 +338,7 @@ def _rans_read_table(src, dtab):
     if prob_bits < MIN_PROB_BITS or prob_bits > MAX_PROB_BITS:
         return E_HEADER, -1
     m = 1 << prob_bits
-    p = 33
+    p = int64(33)  # typed: a bare 33 would compile _get_varint once more, for Literal[int](33)
     cum = 0
     for s in range(256):
         if (src[1 + (s >> 3)] >> (s & 7)) & 1:
@@ -489,10 +489,13 @@ def _ctx_plan(joint, n, own, tables):
             total = (own_cost[t] + bits + 8 * size + (8 - k) * n) / 8 + 2 + 4 * STATES
             if total < best or (total == best and k == best_k):  # ties: smaller K, T
                 best, best_k, best_t = total, k, t
-                best_order[:] = order
+                for i in range(order.size):  # a loop: slice assignment compiles string code
+                    best_order[i] = order[i]
     k, t = best_k, best_t
     nsym = 1 << k
-    own[:t] = np.sort(best_order[:t])
+    chosen = np.sort(best_order[:t])
+    for i in range(t):
+        own[i] = chosen[i]
     tables[: t + 1, :nsym] = 0
     for c in range(256):
         r = 0
@@ -529,7 +532,7 @@ def _ctx_encode(data, ctx, n_top_bits, own, freqs, buf):
         cum = 0
         for h in range(nsym):
             if freqs[t, h] > 0:
-                _encoder_entry(etab, 16 * t + h, freqs[t, h], cum, prob_bits, CTX_SCALE)
+                _encoder_entry(etab, 16 * t + h, freqs[t, h], cum, prob_bits, int64(CTX_SCALE))
                 cum += freqs[t, h]
     cmap = np.zeros(256, np.uint64)  # context byte -> 16 * its table
     for r in range(own.size):

@@ -49,7 +49,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, int64
 
 from .rans import (
     E_FINAL,
@@ -142,7 +142,7 @@ def _table_bits(freqs, u, nctx):
 @njit(nogil=True, cache=True)
 def _get_varint(src, p, end):
     """A row length or first column: at most MAX_VARINT bytes."""
-    return _get_varint_max(src, p, end, MAX_VARINT)
+    return _get_varint_max(src, p, end, int64(MAX_VARINT))
 
 
 @njit(nogil=True, cache=True)

@@ -1,5 +1,10 @@
 """XXH3-64 (xxHash 0.8) as a Numba kernel, so chunk checksums run without the GIL.
 
+Compile time is part of the product (a fresh machine compiles this on first use): helpers are
+called with typed arguments (``uint64(24)``, never a bare ``24``, which Numba would compile as
+one more ``Literal[int]`` specialisation of the helper), and the aligned and byte-wise loops
+share one body chosen by a runtime flag.
+
 Bit-exact with ``xxhash.xxh3_64_intdigest(data, seed)`` for every length and seed (checked by
 ``tests/test_xxh3.py``). python-xxhash holds the GIL while hashing, which capped two decoding
 threads at about 1.3x one; this kernel releases it. Input is read byte-wise (any alignment).
@@ -95,7 +100,7 @@ def _xxh64_avalanche(h):
 
 @njit
 def _rotl(x, r):
-    return (x << uint64(r)) | (x >> uint64(64 - r))
+    return (x << r) | (x >> (uint64(64) - r))
 
 
 @njit
@@ -192,15 +197,11 @@ def _scramble(acc, sec, s):
 
 
 @njit(nogil=True, cache=True)
-def _xxh3_64(data, seed):  # pragma: no cover (compiled)
-    """XXH3-64 of ``data`` (a uint8 array) with ``seed``."""
-    return _xxh3_64_impl(data, np.zeros(1, np.uint64), False, seed)
-
-
-@njit(nogil=True, cache=True)
-def _xxh3_64_aligned(data, words, seed):  # pragma: no cover (compiled)
-    """As ``_xxh3_64``; ``words`` views the same memory as uint64 (8-byte aligned start)."""
-    return _xxh3_64_impl(data, words, True, seed)
+def xxh3_64(data, words, aligned, seed):  # pragma: no cover (compiled)
+    """XXH3-64 of ``data`` (a uint8 array) with ``seed``. When ``aligned`` (a runtime bool, so
+    one compiled body serves both paths), ``words`` views the same memory as uint64 from an
+    8-byte aligned start and the long-input loop reads words; else ``words`` is unused."""
+    return _xxh3_64_impl(data, words, aligned, seed)
 
 
 @njit
@@ -210,19 +211,19 @@ def _xxh3_64_impl(data, words, aligned, seed):
     sec = _SECRET
     if n <= uint64(16):
         if n > uint64(8):
-            bf1 = (_r64(sec, 24) ^ _r64(sec, 32)) + seed
-            bf2 = (_r64(sec, 40) ^ _r64(sec, 48)) - seed
-            lo = _r64(data, 0) ^ bf1
+            bf1 = (_r64(sec, uint64(24)) ^ _r64(sec, uint64(32))) + seed
+            bf2 = (_r64(sec, uint64(40)) ^ _r64(sec, uint64(48))) - seed
+            lo = _r64(data, uint64(0)) ^ bf1
             hi = _r64(data, n - uint64(8)) ^ bf2
             acc = n + _swap64(lo) + hi + _mul128_fold64(lo, hi)
             return _avalanche(acc)
         if n >= uint64(4):
             s2 = seed ^ (_swap32(seed & M32) << uint64(32))
-            in1 = _r32(data, 0)
+            in1 = _r32(data, uint64(0))
             in2 = _r32(data, n - uint64(4))
-            bf = (_r64(sec, 8) ^ _r64(sec, 16)) - s2
+            bf = (_r64(sec, uint64(8)) ^ _r64(sec, uint64(16))) - s2
             keyed = (in2 + (in1 << uint64(32))) ^ bf
-            h = keyed ^ _rotl(keyed, 49) ^ _rotl(keyed, 24)
+            h = keyed ^ _rotl(keyed, uint64(49)) ^ _rotl(keyed, uint64(24))
             h *= PMX2
             h ^= (h >> uint64(35)) + n
             h *= PMX2
@@ -233,22 +234,22 @@ def _xxh3_64_impl(data, words, aligned, seed):
             c2 = uint64(data[n >> uint64(1)])
             c3 = uint64(data[n - uint64(1)])
             combined = (c1 << uint64(16)) | (c2 << uint64(24)) | c3 | (n << uint64(8))
-            bf = ((_r32(sec, 0) ^ _r32(sec, 4)) & M32) + seed
+            bf = ((_r32(sec, uint64(0)) ^ _r32(sec, uint64(4))) & M32) + seed
             return _xxh64_avalanche(combined ^ bf)
-        return _xxh64_avalanche(seed ^ (_r64(sec, 56) ^ _r64(sec, 64)))
+        return _xxh64_avalanche(seed ^ (_r64(sec, uint64(56)) ^ _r64(sec, uint64(64))))
     if n <= uint64(128):
         acc = n * P64_1
         if n > uint64(32):
             if n > uint64(64):
                 if n > uint64(96):
-                    acc += _mix16(data, 48, sec, 96, seed)
-                    acc += _mix16(data, n - uint64(64), sec, 112, seed)
-                acc += _mix16(data, 32, sec, 64, seed)
-                acc += _mix16(data, n - uint64(48), sec, 80, seed)
-            acc += _mix16(data, 16, sec, 32, seed)
-            acc += _mix16(data, n - uint64(32), sec, 48, seed)
-        acc += _mix16(data, 0, sec, 0, seed)
-        acc += _mix16(data, n - uint64(16), sec, 16, seed)
+                    acc += _mix16(data, uint64(48), sec, uint64(96), seed)
+                    acc += _mix16(data, n - uint64(64), sec, uint64(112), seed)
+                acc += _mix16(data, uint64(32), sec, uint64(64), seed)
+                acc += _mix16(data, n - uint64(48), sec, uint64(80), seed)
+            acc += _mix16(data, uint64(16), sec, uint64(32), seed)
+            acc += _mix16(data, n - uint64(32), sec, uint64(48), seed)
+        acc += _mix16(data, uint64(0), sec, uint64(0), seed)
+        acc += _mix16(data, n - uint64(16), sec, uint64(16), seed)
         return _avalanche(acc)
     if n <= uint64(240):
         acc = n * P64_1

@@ -1,4 +1,4 @@
-"""``zipmodel warmup``: compile (or load) every Numba kernel now, not on first use."""
+"""``zipmodel warmup``: compile every Numba kernel now, not on first use."""
 
 from __future__ import annotations
 
@@ -10,18 +10,26 @@ from ._output import Output
 
 
 @click.command()
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=0, max=64),
+    default=0,
+    show_default=True,
+    help="Processes compiling at once; 0: one per core (at most one per kernel group).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def warmup(quiet):
-    """Compile every Numba kernel and fill the JIT cache.
+def warmup(jobs, quiet):
+    """Compile every Numba kernel (all levels, every decoder) into the JIT cache.
 
-    zipmodel compiles its kernels once per machine (about a minute on a small machine)
-    and caches them; later runs load them in about a second. Run this in a Docker build or a
-    CI cache step so users and jobs never pay the compile. Set NUMBA_CACHE_DIR where the installed package is read-only.
+    Commands compile the kernels they use on first use and cache them; this compiles all of
+    them ahead, in parallel processes. Run it in a Docker build or a CI cache step so users
+    and jobs never pay the compile. Set NUMBA_CACHE_DIR when the installed package is
+    read-only (see docs/ci.md).
     """
-    from .. import _jit
+    from .. import warmup as warm
 
     out = Output(quiet=quiet)
-    secs = _jit.warmup()
-    _jit.mark_ready(secs)
+    secs = warm.warmup(jobs)
     where = os.environ.get("NUMBA_CACHE_DIR") or "next to the installed kernels (or ~/.cache/numba)"
     out.line(f"kernels ready in {secs:.1f} s; Numba cache: {where}")

@@ -28,7 +28,6 @@ CODECS: dict[int, tuple[str, str, str]] = {
     5: ("rans-ctx", "zipmodel.codecs.rans:RansCtxCodec", "pip install numba"),
     6: ("rans-2d", "zipmodel.codecs.rans2d:Rans2DCodec", "pip install numba"),
 }
-_JIT = {3, 4, 5, 6}  # codecs whose kernels are Numba-compiled
 
 _instances: dict[int, Codec] = {}
 _lock = threading.Lock()
@@ -50,10 +49,6 @@ def get_codec(codec_id: int) -> Codec:
         raise UnknownCodecError(codec_id)
     name, target, hint = entry
     module_name, cls_name = target.split(":")
-    if codec_id in _JIT:
-        from .. import _jit
-
-        _jit.ensure_ready()
     with _lock:
         if codec_id not in _instances:
             try:

@@ -48,9 +48,9 @@ _local = threading.local()
 
 
 def _k():
-    from .._kernels import huffman
+    from .. import _jit
 
-    return huffman
+    return _jit.kernels("huffman")
 
 
 class _Scratch:

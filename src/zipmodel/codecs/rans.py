@@ -62,9 +62,9 @@ _local = threading.local()
 
 
 def _kernels():
-    from .._kernels import rans  # numba: imported on first use only
+    from .. import _jit
 
-    return rans
+    return _jit.kernels("rans")  # numba: imported on first use only
 
 
 def _scratch(name: str, size: int, dtype) -> np.ndarray:

@@ -64,9 +64,9 @@ _STATES = 8
 
 
 def _kernels():
-    from .._kernels import rans2d  # numba: imported on first use only
+    from .. import _jit
 
-    return rans2d
+    return _jit.kernels("rans2d")  # numba: imported on first use only
 
 
 def _check(code: int) -> None:

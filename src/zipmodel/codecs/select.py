@@ -112,10 +112,7 @@ def histogram(data: np.ndarray) -> np.ndarray:
     """Byte histogram (256 int64 counts), computed without holding the GIL."""
     from .. import _jit
 
-    _jit.ensure_ready()
-    from .._kernels.split import _hist
-
-    return _hist(data)
+    return _jit.kernels("split")._hist(data)
 
 
 def histogram4(data: np.ndarray) -> np.ndarray:
@@ -124,10 +121,9 @@ def histogram4(data: np.ndarray) -> np.ndarray:
     Shape ``(4, 256)``; the order-0 coders reuse them instead of counting again.
     """
     from .. import _jit
-
-    _jit.ensure_ready()
-    from .._kernels.huffman import _segment_hist
     from .huffman import split_bounds
+
+    _segment_hist = _jit.kernels("huffman")._segment_hist
 
     h = np.empty((4, 256), np.int64)
     _segment_hist(data, np.array(split_bounds(data.size), np.uint64), h)
@@ -151,10 +147,7 @@ def entropy_bytes(hist: np.ndarray) -> float:
     if isinstance(hist, np.ndarray) and hist.dtype == np.int64 and hist.shape == (256,):
         from .. import _jit
 
-        _jit.ensure_ready()
-        from .._kernels.split import _entropy_bytes
-
-        return float(_entropy_bytes(np.ascontiguousarray(hist)))
+        return float(_jit.kernels("split")._entropy_bytes(np.ascontiguousarray(hist)))
     counts = np.asarray(hist)[np.asarray(hist) > 0].astype(np.float64)
     n = counts.sum()
     if n == 0:
@@ -321,10 +314,7 @@ def _choose_kernels():
     if _choose is None:
         from .. import _jit
 
-        _jit.ensure_ready()
-        from .._kernels import choose
-
-        _choose = choose
+        _choose = _jit.kernels("choose")
     return _choose
 
 

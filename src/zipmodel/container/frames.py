@@ -196,21 +196,22 @@ def parse_frame_header(buf, *, path=None, offset: int | None = None) -> FrameHea
     return h
 
 
-def parse_frame(buf, *, path=None, offset: int | None = None) -> Frame:
+def parse_frame(buf, *, path=None, offset: int | None = None, one_shot: bool = False) -> Frame:
     """Parse a whole frame held in ``buf`` and verify its checksum.
 
     The frame is copied into this thread's frame buffer; payloads are views into it, valid
-    until the next frame is parsed on this thread.
+    until the next frame is parsed on this thread. ``one_shot``: a frame read once by a
+    caller that waits for it (the index), checked without the Numba kernel.
     """
     src = buf if isinstance(buf, np.ndarray) else np.frombuffer(buf, np.uint8)
     size = src.size
     fb = frame_buffer(size)
     fb[HEADROOM : HEADROOM + size] = src
-    return parse_frame_inplace(fb, size, path=path, offset=offset)
+    return parse_frame_inplace(fb, size, path=path, offset=offset, one_shot=one_shot)
 
 
 def parse_frame_inplace(
-    fb: np.ndarray, size: int, *, path=None, offset: int | None = None
+    fb: np.ndarray, size: int, *, path=None, offset: int | None = None, one_shot: bool = False
 ) -> Frame:
     """Parse the frame of ``size`` bytes at ``fb[HEADROOM:]`` (``fb`` is modified)."""
     mv = memoryview(fb)[HEADROOM : HEADROOM + size]
@@ -235,7 +236,7 @@ def parse_frame_inplace(
     pos += RAW_CHECK.size
     # make header[0:24] and the body contiguous (see HEADROOM) and check them in one pass
     fb[HEADROOM + 8 : HEADROOM + 32] = fb[HEADROOM : HEADROOM + 24].copy()
-    computed = xxh3_64(fb[HEADROOM + 8 : HEADROOM + size])
+    computed = xxh3_64(fb[HEADROOM + 8 : HEADROOM + size], release_gil=not one_shot)
     if computed != h.check:
         raise CorruptDataError(
             f"frame checksum mismatch (stored {h.check:016x}, computed {computed:016x})",

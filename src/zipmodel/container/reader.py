@@ -74,7 +74,7 @@ def decode_index_frame(buf, *, path=None, offset: int | None = None) -> Index:
     """Decode an index frame (checksums, bounded decompression) into an :class:`Index`."""
     import zstandard
 
-    frame = parse_frame(buf, path=path, offset=offset)
+    frame = parse_frame(buf, path=path, offset=offset, one_shot=True)
     if frame.header.magic != INDEX_MAGIC:
         raise FormatError("expected the index frame", path=path, offset=offset)
     if frame.header.transform or frame.header.src_offset:
@@ -120,7 +120,7 @@ def decode_index_frame(buf, *, path=None, offset: int | None = None) -> Index:
         if len(data) != s.decoded_size:
             raise CorruptDataError("index stream has the wrong size", path=path, offset=offset)
         parts.append(data)
-    if xxh3_64(b"".join(parts)) != frame.raw_check:
+    if xxh3_64(b"".join(parts), release_gil=False) != frame.raw_check:
         raise CorruptDataError("index content checksum mismatch", path=path, offset=offset)
     if parts:  # the JSON as text; its bytes are freed before it is parsed
         try:

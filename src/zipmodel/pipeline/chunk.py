@@ -231,12 +231,50 @@ def decode_chunk(buf, out: np.ndarray, *, row=None, path=None, offset: int | Non
         )
 
 
+_PLAIN_CODECS = (0, 1, 2)  # raw, const, zstd: no Numba kernel decodes them
+
+
+def _entropy_coded(index, row) -> bool:
+    """Whether the one-call frame kernel can pay for its first use on this chunk: a float
+    split or a Huffman/rANS stream. An identity frame of raw/const/zstd streams (a small file,
+    verbatim headers, integer and GGUF blocks) goes to the Python path, which decodes it with
+    zstd and python-xxhash, so such a file is restored without importing Numba."""
+    if int(row["transform"]) != 0:
+        return True
+    first = int(row["first_stream"])
+    codecs = index.streams["codec"][first : first + int(row["n_streams"])]
+    return bool(np.isin(codecs, _PLAIN_CODECS, invert=True).any())
+
+
+def _table(index) -> np.ndarray:
+    """The index's stream table as bytes (12-byte rows laid out as frame stream entries)."""
+    return index.streams.view(np.uint8).reshape(-1)
+
+
+def _check_streams(frame: Frame, index, row, path, offset) -> None:
+    """The frame's stream entries must be the index's (codec, context, sizes)."""
+    first = int(row["first_stream"])
+    want = index.streams[first : first + int(row["n_streams"])]
+    got = [(s.codec, s.context, s.decoded_size, s.encoded_size) for s in frame.streams]
+    if len(want) != len(got) or any(
+        g != (int(w["codec"]), int(w["context"]), int(w["decoded_size"]), int(w["encoded_size"]))
+        for g, w in zip(got, want)
+    ):
+        raise CorruptDataError(
+            "the frame's stream entries disagree with the index's stream table",
+            path=path,
+            offset=offset,
+        )
+
+
 def _decode_chunk_into(reader, i: int, buf: np.ndarray) -> None:
     """Read chunk ``i``'s frame (into this thread's frame buffer) and decode it into ``buf``."""
-    row = reader.index.chunks[i]
+    index = reader.index
+    row = index.chunks[i]
     fb, fsize = reader.read_frame_into(i)
-    if decode_frame_fused(fb, fsize, buf, row):
+    if _entropy_coded(index, row) and decode_frame_fused(fb, fsize, buf, row, _table(index)):
         return
     offset = int(row["frame_offset"])
     frame = parse_frame_inplace(fb, fsize, path=reader.name, offset=offset)
+    _check_streams(frame, index, row, reader.name, offset)
     decode_chunk(frame, buf, row=row, path=reader.name, offset=offset)

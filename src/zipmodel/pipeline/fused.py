@@ -24,10 +24,7 @@ def _frame_kernels():
     if _kernels is None:
         from .. import _jit
 
-        _jit.ensure_ready()
-        from .._kernels import frame
-
-        _kernels = frame
+        _kernels = _jit.kernels("frame")
     return _kernels
 
 
@@ -47,10 +44,17 @@ class _FrameScratch:
         self.st = np.zeros(8, np.uint64)
 
 
-def decode_frame_fused(fb: np.ndarray, fsize: int, buf: np.ndarray, row) -> bool:
+_NO_TABLE = np.zeros(0, np.uint8)
+
+
+def decode_frame_fused(
+    fb: np.ndarray, fsize: int, buf: np.ndarray, row, table: np.ndarray | None = None
+) -> bool:
     """Decode the common frames (identity or float split; raw / huffman / rans streams) in
     one GIL-free kernel call (see ``zipmodel._kernels.frame``). False: nothing decided, the
-    Python path must decode the frame (another codec), or raise its precise error."""
+    Python path must decode the frame (another codec), or raise its precise error.
+    ``table``: the index's stream table as bytes, whose rows from ``row["first_stream"]`` on
+    the frame's stream entries must equal."""
     if not _LITTLE or buf.dtype != np.uint8 or not (buf.flags.c_contiguous and buf.flags.writeable):
         return False
     k = _frame_kernels()
@@ -70,6 +74,8 @@ def decode_frame_fused(fb: np.ndarray, fsize: int, buf: np.ndarray, row) -> bool
             int(row["transform"]),
             int(row["src_offset"]),
             int(row["n_streams"]),
+            _NO_TABLE if table is None else table,
+            int(row["first_stream"]) if table is not None else 0,
             s.streams,
             s.table,
             s.state,

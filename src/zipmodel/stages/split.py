@@ -32,10 +32,7 @@ def _k():
     """The split kernels (Numba), compiled or loaded on first use."""
     from .. import _jit
 
-    _jit.ensure_ready()
-    from .._kernels import split
-
-    return split
+    return _jit.kernels("split")
 
 
 __all__ = ["Identity", "SplitBF16", "SplitF16", "SplitF32"]
