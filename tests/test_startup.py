@@ -94,7 +94,7 @@ def test_first_decompress_compiles_decoders_only_in_two_processes_at_once(tmp_pa
         assert (tmp_path / f"out{i}").read_bytes() == src.read_bytes()
         assert "decode_frame" in r["compiled"]
         assert not any("encode" in k or "choose" in k for k in r["compiled"]), r["compiled"]
-        assert "compiling decode_frame" in err
+        assert "compiling Numba kernels" in err and "decode_frame" in err
     again, err = result(child(cache, "decompress", zm, tmp_path / "out2", quiet=False))
     assert again["compiled"] == [] and "compiling" not in err  # both left a usable cache
     assert (tmp_path / "out2").read_bytes() == src.read_bytes()

@@ -40,6 +40,7 @@ _listening = False
 _reporter: Reporter | None = None
 _local = threading.local()
 _compiled: list[tuple[str, float]] = []  # (kernel, seconds) compiled in this process
+_said: list[str] = []  # the default reporter's one line off a terminal was printed
 
 
 def kernels(name: str) -> ModuleType:
@@ -66,14 +67,24 @@ def compiled_here() -> list[tuple[str, float]]:
 
 
 def _default_report(event: str, kernel: str, seconds: float) -> None:
+    """On a terminal, a line per kernel while it compiles, finished with its time; elsewhere
+    (CI logs) one line the first time a process compiles anything."""
     if os.environ.get("ZIPMODEL_QUIET_JIT") == "1":
         return
-    tty = sys.stderr.isatty()
-    if event == "start":
-        msg = f"zipmodel: compiling {kernel} for this machine (first use; cached afterwards)"
-        print(msg + ("..." if tty else ""), end="" if tty else "\n", file=sys.stderr, flush=True)
-    elif tty:
-        print(f" {seconds:.1f} s", file=sys.stderr, flush=True)
+    if sys.stderr.isatty():
+        if event == "start":
+            print(f"zipmodel: compiling {kernel} for this machine (once; cached afterwards)...",
+                  end="", file=sys.stderr, flush=True)  # fmt: skip
+        else:
+            print(f" {seconds:.1f} s", file=sys.stderr, flush=True)
+    elif event == "start" and not _said:
+        _said.append(kernel)
+        print(
+            f"zipmodel: compiling Numba kernels for this machine ({kernel} first); this happens "
+            "once per kernel and is cached",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _listen() -> None:

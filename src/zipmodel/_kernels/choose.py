@@ -37,12 +37,12 @@ _VERSION = 1
 _FIXED = 52
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _header_size(k):
     return (_FIXED + (k + 1) // 2 + 7) & ~7
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _huffman_estimate(hist, n, max_bits, lens, work):
     """``HuffmanCodec.estimate`` (payload bytes; -1.0: no code), leaving the lengths in ``lens``."""
     present = _code_lengths(hist, max_bits, lens, work)
@@ -57,7 +57,7 @@ def _huffman_estimate(hist, n, max_bits, lens, work):
     return _header_size(present) + 8 * streams * est_words, present
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _huffman_encode(data, bounds, hist4, lens, present, codes, words):
     """``HuffmanCodec.encode`` with the lengths already in ``lens``: the payload is
     ``words[:size // 8]``; returns its size, or -1 (too long for the format / for ``words``)."""

@@ -58,7 +58,7 @@ NOT_HANDLED = 1  # another codec, transform or a context stream: the Python path
 REJECTED = 2  # a check failed: the Python path raises the precise error
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _le(b, p, n):
     """Little-endian unsigned integer of ``n`` bytes at ``b[p]``."""
     v = uint64(0)
@@ -67,7 +67,7 @@ def _le(b, p, n):
     return v
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _copy(dst, src):
     """``dst[:] = src`` at memcpy speed: Numba's slice assignment copies 512 KiB in 200-280 us
     (overlap checks, signed indices), this loop in 26 us, as fast as numpy; and the slice
@@ -78,7 +78,7 @@ def _copy(dst, src):
         dst[k] = src[k]
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _xxh3(a, seed):
     """``zipmodel._checksum.xxh3_64`` (the word path where the start is 8-byte aligned)."""
     n = a.size
@@ -87,7 +87,7 @@ def _xxh3(a, seed):
     return _xxh3_64(a, words, aligned, uint64(seed))
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _huffman(payload, out, tcache, hstate, lens, codes, single, multi, words):
     """``codecs.huffman.HuffmanCodec.decode``; 0, or nonzero where it would raise.
 
@@ -284,7 +284,7 @@ def decode_frame(
     return 0
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _put_le(b, p, v, n):
     """Store ``v`` as an ``n``-byte little-endian unsigned integer at ``b[p]``."""
     v = uint64(v)

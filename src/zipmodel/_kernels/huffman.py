@@ -73,7 +73,7 @@ def _segment_hist(data, bounds, hist):
 WORK_SIZE = 256 + (2 + TABLE_BITS) * 510  # int64 scratch of _code_lengths
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _shell_sort(a, n):
     """Sort ``a[:n]`` in place (np.sort would add seconds of compile time for 256 items)."""
     gap = 1
@@ -162,7 +162,7 @@ def _canonical_codes(lens, codes):
     return pos
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _read_lengths(table, lens):
     """Code lengths from a header table (32-byte symbol bitmap, then one nibble per present
     symbol) into ``lens``. Returns False if a length is outside 1..12 or the nibble after
@@ -218,7 +218,7 @@ def _build_tables(table, lens, codes, single, multi):
     return np.int64(total)
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _put(words, acc, nb, wi, code, length):
     """Append ``length`` (1..64) bits to a stream: ``acc`` holds its ``nb`` (< 64) pending bits
     from the top; word ``wi`` is (re)written every time, so nothing is left to flush but
@@ -235,7 +235,7 @@ def _put(words, acc, nb, wi, code, length):
     return acc, nb, wi
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _put4(data, k, codes, words, acc, nb, wi):
     """Append the codes of ``data[k:k+4]`` (at most 48 bits) as one group."""
     e0 = np.uint64(codes[data[k]])
@@ -279,7 +279,7 @@ def _encode4(data, bounds, codes, words, wbounds):
     _finish(data, b3 + n, bounds[4], codes, words, a3, n3, w3)
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _finish(data, k, end, codes, words, acc, nb, wi):
     """Code ``data[k:end]`` one symbol at a time, then store the bits still pending."""
     while k < end:
@@ -290,7 +290,7 @@ def _finish(data, k, end, codes, words, acc, nb, wi):
         words[wi] = acc
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _window(words, p):
     """The 64 stream bits from bit ``p`` on; needs words ``p >> 6`` and the one after."""
     i = p >> _U6
@@ -298,7 +298,7 @@ def _window(words, p):
     return (words[i] << s) | ((words[i + _U1] >> _U1) >> (_U63 - s))
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _multi5(words, multi, out, p, o):
     """Five multi-symbol lookups from one window: at most 60 bits in, 20 symbols out (up to
     3 bytes past the last symbol are scratch, overwritten later)."""
@@ -317,7 +317,7 @@ def _multi5(words, multi, out, p, o):
     return p + used, o
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _single5(words, single, out, p, o):
     """Five one-symbol lookups from one window (at most 60 bits, 5 symbols)."""
     win = _window(words, p)
@@ -332,7 +332,7 @@ def _single5(words, single, out, p, o):
     return p + used, o
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _room(w_end, p, o, end, per_step):
     """Unchecked steps a stream at bit ``p`` and output ``o`` can take before ``w_end``
     (words) and ``end`` (bytes): each step reads < 60 bits plus a look-ahead word and writes
@@ -346,7 +346,7 @@ def _room(w_end, p, o, end, per_step):
     return min((last_bit - p + _U60 - _U1) // _U60, (end - o) // per_step)
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _tail(words, w_end, single, out, end, p, o):
     """Finish a stream one checked symbol at a time; returns 0 or an error code."""
     bit_end = w_end << _U6

@@ -81,7 +81,7 @@ def _joint_histogram(data, ctx, hist):
 # ----------------------------------------------------------------------------- frequencies
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _step_cost(count, f):
     """Bits saved on ``count`` symbols when their frequency grows from ``f`` to ``f + 1``."""
     return count * (math.log2(f + 1) - math.log2(f))
@@ -146,7 +146,7 @@ def _varint_size(v):
     return s
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _put_varint(buf, p, v):
     """LEB128: 7 bits a byte, least significant group first, 0x80 marks 'more follows'."""
     while v >= 128:
@@ -157,7 +157,7 @@ def _put_varint(buf, p, v):
     return p + 1
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _get_varint_max(src, p, end, max_bytes):
     """(value, next position); position -1 if the payload ends or the value has more than
     ``max_bytes`` bytes (at most 8: values below 2**56)."""
@@ -173,7 +173,7 @@ def _get_varint_max(src, p, end, max_bytes):
     return np.int64(0), -1
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _get_varint(src, p, end):
     """A table entry: at most MAX_VARINT bytes (see :func:`_get_varint_max`)."""
     return _get_varint_max(src, p, end, int64(MAX_VARINT))
@@ -182,7 +182,7 @@ def _get_varint(src, p, end):
 # ----------------------------------------------------------------------------- shared steps
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _encoder_entry(etab, k, f, cum, prob_bits, scale_bits):
     """Encoder constants of one symbol: renorm bound, reciprocal, shift, cum, 2**P - f."""
     shift = 0
@@ -196,7 +196,7 @@ def _encoder_entry(etab, k, f, cum, prob_bits, scale_bits):
     etab[4 * k + 3] = _u(cum) | (_u((1 << prob_bits) - f) << _u(32))
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _enc_step(x, k, etab, buf, p):
     """Renormalise (one word out, written branch-free below ``p``), then x -> C(s, x)."""
     k4 = _u(4) * _u(k)
@@ -210,7 +210,7 @@ def _enc_step(x, k, etab, buf, p):
     return x + (e3 & _u(0xFFFFFFFF)) + q * (e3 >> _u(32)), p
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _refill(x, src, p):
     """Branch-free: if x < L, shift in the 16-bit little-endian word at ``src[p]``."""
     w = _u(src[p]) | (_u(src[p + _u(1)]) << _u(8))
@@ -219,13 +219,13 @@ def _refill(x, src, p):
     return (y if c else x), p + (_u(c) << _u(1))
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _put_u32(buf, p, v):
     for k in range(4):
         buf[p + k] = np.uint8((v >> _u(8 * k)) & _u(0xFF))
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _get_states(src, p, st):
     """Read STATES little-endian u32 states at ``p``; False if one is below RANS_L."""
     for j in range(STATES):
@@ -238,7 +238,7 @@ def _get_states(src, p, st):
     return True
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _check_end(st, p, end):
     if p != end:
         return E_FINAL
@@ -251,7 +251,7 @@ def _check_end(st, p, end):
 # ----------------------------------------------------------------------------- rans
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _rans_header_size(freq):
     size = 1 + 32
     for s in range(256):
@@ -325,7 +325,7 @@ def _rans_encode(data, freq, prob_bits, buf):
     return p
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _rans_read_table(src, dtab):
     """Parse header and frequencies, fill the decode table; (prob_bits, position) or (err, -1).
 
@@ -356,7 +356,7 @@ def _rans_read_table(src, dtab):
     return prob_bits, p
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _dec_step(x, dtab, mask, prob_bits):
     e = dtab[x & mask]
     return (e >> _u(40)) * (x >> prob_bits) + ((e >> _u(8)) & _u(0xFFFFFFFF)), np.uint8(e)
@@ -429,7 +429,7 @@ def _ctx_header_size(n_top_bits, own, freqs):
     return size
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _row_cost(row, prob_bits):
     """(code bits, table bytes) of one row of counts under its own table."""
     tot = 0
@@ -507,7 +507,7 @@ def _ctx_plan(joint, n, own, tables):
     return best, k, t
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _ctx_enc_step(x, i, data, ctx, cmap, etab, buf, p, lb, lmask):
     """Code byte i: its top bits through the context's table, then its low bits raw."""
     v = _u(data[i])
@@ -577,7 +577,7 @@ def _ctx_encode(data, ctx, n_top_bits, own, freqs, buf):
     return p
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _ctx_read_tables(src, dtab, cmap):
     """Parse the rans-ctx header, fill decode tables and the context map.
 
@@ -621,7 +621,7 @@ def _ctx_read_tables(src, dtab, cmap):
     return k, p
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _ctx_step(x, c, cmap, dtab, lb, lmask):
     slot = x & _u((1 << CTX_SCALE) - 1)
     e = _u(dtab[cmap[c] + (slot >> lb)])

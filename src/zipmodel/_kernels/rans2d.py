@@ -100,7 +100,7 @@ _W = np.uint64(2)
 # ----------------------------------------------------------------------------- small helpers
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _bitlen(v):
     b = 0
     while v > 0:
@@ -109,7 +109,7 @@ def _bitlen(v):
     return b
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _gamma_len(v):
     """Bits of the gamma code of ``v >= 1``."""
     return 2 * _bitlen(v) - 1
@@ -120,14 +120,14 @@ def _zigzag(d):
     return 2 * d if d >= 0 else -2 * d - 1
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _entry_bits(f, prev_b):
     """(bits, bit length of f) of one table entry after an entry of bit length prev_b."""
     b = _bitlen(f)
     return _gamma_len(_zigzag(b - prev_b) + 1) + max(b - 1, 0), b
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _table_bits(freqs, u, nctx):
     """Bits of the coded tables ``freqs[t * u + d]``."""
     bits = 0
@@ -139,18 +139,18 @@ def _table_bits(freqs, u, nctx):
     return bits
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _get_varint(src, p, end):
     """A row length or first column: at most MAX_VARINT bytes."""
     return _get_varint_max(src, p, end, int64(MAX_VARINT))
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _n_rows(n, row_len, first_col):
     return (first_col + n + row_len - 1) // row_len
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _fill_ctx(ctx, n, row_len, first_col, rowcls, colcls, lkr, lkc):
     """ctx[i] = rowcls[row] << lkc | colcls[col] for the n elements of the chunk."""
     nrows = _n_rows(n, row_len, first_col)
@@ -175,7 +175,7 @@ def _fill_ctx(ctx, n, row_len, first_col, rowcls, colcls, lkr, lkc):
 # ----------------------------------------------------------------------------- the search
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _sort_by(key, idx, tmp):
     """Sort ``idx`` in place by (key[idx], idx): bottom-up merge sort (np.argsort compiles
     slowly); ``tmp``: scratch of at least idx.size."""
@@ -207,7 +207,7 @@ def _sort_by(key, idx, tmp):
         w *= 2
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _row_col_hists(data, row_len, first_col, red, m, use_r, use_c, rh, ch):
     """Per-row / per-column histograms over the reduced alphabet."""
     n = data.size
@@ -231,7 +231,7 @@ def _row_col_hists(data, row_len, first_col, red, m, use_r, use_c, rh, ch):
                 ch[t * mu + _u(red[data[base + t - _u(t0)]])] += 1
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _split(hist, m, stat, cls, level, iters, settle, members, sorted_, tmp, side, cnt, dl):
     """Split every class of ``cls`` (labels < 2**level) in two: labels become 2c + side.
 
@@ -336,7 +336,7 @@ def _cluster(hist, m, value, levels, iters, settle, cls):
         _split(hist, m, stat, cls, level, iters, settle, members, sorted_, tmp, side, cnt, dl)
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _leaf_joint(data, row_len, first_col, rleaf, cleaf, use_c, dsym, u, joint):
     """joint[(row leaf << 6 | column leaf) * u + dense symbol] += 1 over the chunk."""
     n = data.size
@@ -359,7 +359,7 @@ def _leaf_joint(data, row_len, first_col, rleaf, cleaf, use_c, dsym, u, joint):
 XLOG_LUT = 4096  # c * log2(c) looked up below this count
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _luts():
     """(c * log2 c for c < XLOG_LUT, bit length of v <= 2**MAX_PROB_BITS, gamma bits of
     zigzag + 1 for zigzag values up to 2 * MAX_PROB_BITS + 1)."""
@@ -375,12 +375,12 @@ def _luts():
     return xl, bl, gz
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _xlog(c, xl):
     return xl[c] if c < XLOG_LUT else c * math.log2(c)
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _score(agg, nctx, u, xl, bl, gz, min_bits):
     """Estimated bits of coding counts ``agg[t * u + d]``: their conditional entropy, plus
     for the best P that ``_prob_bits_ok`` allows the coded tables (frequencies rounded from
@@ -441,7 +441,7 @@ def _prob_bits_ok(nctx, prob_bits, min_bits):
     return prob_bits >= min_bits and nctx << prob_bits <= MAX_TABLE
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _aggregate(joint, u, lkr, lkc, agg):
     """Add the leaf counts into the counts per context of candidate (lkr, lkc)."""
     for lr in range(8):
@@ -452,7 +452,7 @@ def _aggregate(joint, u, lkr, lkc, agg):
                 agg[t * u + s] += joint[leaf * u + s]
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _order0_bits(hist):
     """Estimated payload bits of order-0 ``rans`` (14-bit table)."""
     n = np.int64(0)
@@ -632,7 +632,7 @@ def _header_bits(nrows, row_len, lkr, lkc, freqs, u):
     return nrows * lkr + row_len * lkc + _table_bits(freqs, u, 1 << (lkr + lkc))
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _put_bits(buf, bp, v, nb):
     """Write the nb low bits of v at bit position bp (LSB first; buf bytes start zeroed)."""
     for k in range(nb):
@@ -734,7 +734,7 @@ def _encode(
 # ----------------------------------------------------------------------------- decode
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _get_bits(src, bp, nb):
     v = np.int64(0)
     for k in range(nb):
@@ -743,7 +743,7 @@ def _get_bits(src, bp, nb):
     return v
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _read_header(src, n, dtab):
     """Parse everything before the states; fill ``dtab`` (table t at t << P).
 
@@ -840,7 +840,7 @@ def _read_header(src, n, dtab):
     return 0, prob_bits, lkr, lkc, row_len, first_col, rowcls, colcls, bp >> 3
 
 
-@njit(nogil=True, cache=True)
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, nogil=True, cache=True)
 def _dec_step(x, c, dtab, pb, mask):
     e = _u(dtab[(_u(c) << pb) | (x & mask)])
     return (e >> _u(20)) * (x >> pb) + ((e >> _u(8)) & _u(0xFFF)), np.uint8(e & _u(0xFF))

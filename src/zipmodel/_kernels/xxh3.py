@@ -46,7 +46,7 @@ PMX2 = uint64(0x9FB21C651E98DF25)
 M32 = uint64(0xFFFFFFFF)
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _r64(a, i):
     i = uint64(i)
     v = uint64(0)
@@ -55,7 +55,7 @@ def _r64(a, i):
     return v
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _r32(a, i):
     i = uint64(i)
     return (
@@ -66,7 +66,7 @@ def _r32(a, i):
     )
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _mul128_fold64(a, b):
     a_lo, a_hi = a & M32, a >> uint64(32)
     b_lo, b_hi = b & M32, b >> uint64(32)
@@ -80,7 +80,7 @@ def _mul128_fold64(a, b):
     return lower ^ upper
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _avalanche(h):
     h ^= h >> uint64(37)
     h *= PMX1
@@ -88,7 +88,7 @@ def _avalanche(h):
     return h
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _xxh64_avalanche(h):
     h ^= h >> uint64(33)
     h *= P64_2
@@ -98,12 +98,12 @@ def _xxh64_avalanche(h):
     return h
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _rotl(x, r):
     return (x << r) | (x >> (uint64(64) - r))
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _swap32(x):
     return (
         ((x << uint64(24)) & uint64(0xFF000000))
@@ -113,12 +113,12 @@ def _swap32(x):
     )
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _swap64(x):
     return (_swap32(x & M32) << uint64(32)) | _swap32(x >> uint64(32))
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _mix16(data, i, sec, s, seed):
     lo = _r64(data, i)
     hi = _r64(data, uint64(i) + uint64(8))
@@ -127,7 +127,7 @@ def _mix16(data, i, sec, s, seed):
     )
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _accumulate_512(acc, data, i, sec, s):
     for k in range(8):
         dv = _r64(data, uint64(i) + uint64(8 * k))
@@ -136,22 +136,13 @@ def _accumulate_512(acc, data, i, sec, s):
         acc[k] += (dk & M32) * (dk >> uint64(32))
 
 
-@njit
-def _accumulate_512_words(acc, words, w, sec, s):
-    for k in range(8):
-        dv = words[uint64(w) + uint64(k)]
-        dk = dv ^ _r64(sec, uint64(s) + uint64(8 * k))
-        acc[k ^ 1] += dv
-        acc[k] += (dk & M32) * (dk >> uint64(32))
-
-
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _lane(a, dv, key):
     dk = dv ^ key
     return a + (dk & M32) * (dk >> uint64(32))
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _acc8(a0, a1, a2, a3, a4, a5, a6, a7, d0, d1, d2, d3, d4, d5, d6, d7, secw, w):
     # acc[i ^ 1] += data[i]; acc[i] += lo32(data[i] ^ key[i]) * hi32(...); keys from word w
     n0 = _lane(a0, d0, secw[w]) + d1
@@ -165,14 +156,14 @@ def _acc8(a0, a1, a2, a3, a4, a5, a6, a7, d0, d1, d2, d3, d4, d5, d6, d7, secw, 
     return n0, n1, n2, n3, n4, n5, n6, n7
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _scr(a, key):
     a ^= a >> uint64(47)
     a ^= key
     return a * P32_1
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _scramble8(a0, a1, a2, a3, a4, a5, a6, a7, secw):
     return (
         _scr(a0, secw[16]),
@@ -186,16 +177,6 @@ def _scramble8(a0, a1, a2, a3, a4, a5, a6, a7, secw):
     )
 
 
-@njit
-def _scramble(acc, sec, s):
-    for k in range(8):
-        a = acc[k]
-        a ^= a >> uint64(47)
-        a ^= _r64(sec, uint64(s) + uint64(8 * k))
-        a *= P32_1
-        acc[k] = a
-
-
 @njit(nogil=True, cache=True)
 def xxh3_64(data, words, aligned, seed):  # pragma: no cover (compiled)
     """XXH3-64 of ``data`` (a uint8 array) with ``seed``. When ``aligned`` (a runtime bool, so
@@ -204,7 +185,7 @@ def xxh3_64(data, words, aligned, seed):  # pragma: no cover (compiled)
     return _xxh3_64_impl(data, words, aligned, seed)
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _xxh3_64_impl(data, words, aligned, seed):
     seed = uint64(seed)
     n = uint64(data.size)
