@@ -459,6 +459,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_HELD = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+def _hold_signals():
+    """Block the termination signals in this thread (the main thread, where Python runs its
+    handlers); returns what :func:`_release_signals` restores, or None where it cannot."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        return None
+    sigs = {getattr(signal, n) for n in _HELD if hasattr(signal, n)}
+    return signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+
+
+def _release_signals(held) -> None:
+    if held is not None:
+        import signal
+
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 @contextlib.contextmanager
 def atomic_output(
     path: str | os.PathLike, *, force: bool = False, meta: FileMeta | None = None
@@ -485,14 +509,23 @@ def atomic_output(
         raise ZipmodelError("output is a directory", path=dest)
     parent = dest.parent if str(dest.parent) else Path(".")
     remove_stale_temporaries(dest)
+    # A signal between mkstemp creating the file and the try below would leave it behind:
+    # hold SIGINT/SIGTERM/SIGHUP until the try owns the file (then they are delivered).
+    held = _hold_signals()
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}{TEMP_TAG}{os.getpid()}-", dir=parent)
     except FileNotFoundError:
+        _release_signals(held)
         raise ZipmodelError("output directory does not exist", path=parent) from None
     except PermissionError:
+        _release_signals(held)
         raise ZipmodelError("cannot write to the output directory", path=parent) from None
+    except BaseException:
+        _release_signals(held)
+        raise
     tmp_path = Path(tmp)
     try:
+        _release_signals(held)
         yield fd, tmp_path
         if meta is not None:
             meta.apply(fd)

@@ -183,6 +183,7 @@ def compress(
                     force=force,
                     progress=advance,
                     name="" if stdin else None,
+                    meta=not stdin,  # a spooled pipe's 0600 temp is no source mode to keep
                     base=base,
                     **lossy_kw,
                 )
