@@ -31,12 +31,12 @@ def test_format_constants_are_pinned():
 
 def test_codec_ids_are_never_reused():
     # ids are written into files: extending this table is fine, changing an entry is not
-    assert {k: v[0] for k, v in CODECS.items() if k < 3} == {0: "raw", 1: "const", 2: "zstd"}
+    assert {k: v.name for k, v in CODECS.items() if k < 3} == {0: "raw", 1: "const", 2: "zstd"}
     from zipmodel.codecs import get_codec
 
     for cid in CODECS:
         c = get_codec(cid)
-        assert c.codec_id == cid and c.name == CODECS[cid][0]
+        assert c.codec_id == cid and c.name == CODECS[cid].name
 
 
 def test_import_is_light():

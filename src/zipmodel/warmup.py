@@ -130,7 +130,7 @@ def _codecs_and_transforms() -> None:
     for cid in CODECS:
         c = get_codec(cid)
         for data in (skewed, raw):
-            ctx = skewed if getattr(c, "uses_context", False) else None
+            ctx = skewed if c.uses_context else None
             payload = c.encode(data, ctx) if ctx is not None else c.encode(data)
             if payload is None:
                 continue

@@ -1,33 +1,37 @@
-"""Codecs: byte stream ⇄ bytes. The table maps container ids to lazy import paths.
+"""Codecs: byte stream ⇄ bytes, one class each behind the contract in :mod:`.base`.
 
-Importing this package imports no codec implementation (and never numba): a codec module is
-imported the first time its id is used, and a missing optional dependency is reported with
-the command that installs it.
+The registry is the classes themselves: each declares the ``codec_id`` stored in files (ids
+are never reused) and its ``name``; :data:`CODECS` maps ids to classes. Importing this
+package imports the codec modules, which are light (numpy, zstandard); their Numba kernels
+are imported on first use (``zipmodel._jit``), never here.
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
-from typing import TYPE_CHECKING
 
-from ..errors import MissingDependencyError, UnknownCodecError
+from ..errors import UnknownCodecError
+from .base import Codec
+from .const import ConstCodec
+from .huffman import HuffmanCodec
+from .rans import RansCodec, RansCtxCodec
+from .rans2d import Rans2DCodec
+from .raw import RawCodec
+from .zstd import ZstdCodec
 
-if TYPE_CHECKING:
-    from .base import Codec
+__all__ = ["CODECS", "Codec", "codec_name", "compiled_codecs", "get_codec"]
 
-__all__ = ["CODECS", "codec_name", "get_codec"]
-
-# id -> (name, "module:Class", install hint). Ids are stored in files: never reuse one.
-CODECS: dict[int, tuple[str, str, str]] = {
-    0: ("raw", "zipmodel.codecs.raw:RawCodec", ""),
-    1: ("const", "zipmodel.codecs.const:ConstCodec", ""),
-    2: ("zstd", "zipmodel.codecs.zstd:ZstdCodec", "pip install zstandard"),
-    3: ("huffman", "zipmodel.codecs.huffman:HuffmanCodec", "pip install numba"),
-    4: ("rans", "zipmodel.codecs.rans:RansCodec", "pip install numba"),
-    5: ("rans-ctx", "zipmodel.codecs.rans:RansCtxCodec", "pip install numba"),
-    6: ("rans-2d", "zipmodel.codecs.rans2d:Rans2DCodec", "pip install numba"),
-}
+_CLASSES: tuple[type[Codec], ...] = (
+    RawCodec,
+    ConstCodec,
+    ZstdCodec,
+    HuffmanCodec,
+    RansCodec,
+    RansCtxCodec,
+    Rans2DCodec,
+)
+CODECS: dict[int, type[Codec]] = {c.codec_id: c for c in _CLASSES}
+assert len(CODECS) == len(_CLASSES), "two codecs claim one id"
 
 _instances: dict[int, Codec] = {}
 _lock = threading.Lock()
@@ -35,27 +39,24 @@ _lock = threading.Lock()
 
 def codec_name(codec_id: int) -> str:
     """The name of a codec id (``"codec-N"`` for unknown ids, for display only)."""
-    entry = CODECS.get(codec_id)
-    return entry[0] if entry else f"codec-{codec_id}"
+    cls = CODECS.get(codec_id)
+    return cls.name if cls else f"codec-{codec_id}"
+
+
+def compiled_codecs() -> frozenset[int]:
+    """Ids of the codecs whose decoders are Numba kernels (their first use compiles)."""
+    return frozenset(cid for cid, c in CODECS.items() if c.compiled)
 
 
 def get_codec(codec_id: int) -> Codec:
-    """The shared decoder instance for ``codec_id`` (imported on first use)."""
+    """The shared instance of the codec ``codec_id`` (with its default parameters)."""
     c = _instances.get(codec_id)
     if c is not None:
         return c
-    entry = CODECS.get(codec_id)
-    if entry is None:
+    cls = CODECS.get(codec_id)
+    if cls is None:
         raise UnknownCodecError(codec_id)
-    name, target, hint = entry
-    module_name, cls_name = target.split(":")
     with _lock:
         if codec_id not in _instances:
-            try:
-                module = importlib.import_module(module_name)
-            except ImportError as e:
-                raise MissingDependencyError(
-                    f"codec {name!r} needs a package that is not installed ({e})", hint=hint
-                ) from e
-            _instances[codec_id] = getattr(module, cls_name)()
+            _instances[codec_id] = cls()
     return _instances[codec_id]

@@ -13,6 +13,10 @@ A codec turns one byte stream into bytes and back. It is a small class with:
   :class:`~zipmodel.errors.CorruptDataError`. A decoder must never read or write out of
   bounds, loop forever or allocate more than a small multiple of ``len(out)``, whatever the
   payload holds: payloads come from files that may be damaged or hostile;
+* ``uses_context`` / ``uses_layout``: codecs that model a stream given an earlier stream of
+  the chunk take it as a third argument of ``encode`` and ``decode``; codecs that model a
+  tensor's rows and columns take ``layout`` as ``encode``'s second argument;
+* ``compiled``: whether the decoder is a Numba kernel (compiled on a machine's first use);
 * ``estimate(hist, n)``: the payload size the codec expects for a stream of ``n`` bytes with
   byte histogram ``hist`` (``None`` if it cannot tell without trying). The chooser uses it to
   skip hopeless candidates cheaply.
@@ -38,6 +42,12 @@ class Codec(ABC):
 
     codec_id: ClassVar[int]
     name: ClassVar[str]
+    # encode(data, context) / decode(payload, out, context): coded given an earlier stream
+    uses_context: ClassVar[bool] = False
+    # encode(data, layout): coded given the tensor's rows and columns, layout=(row_len, first_col)
+    uses_layout: ClassVar[bool] = False
+    # decoded by a Numba kernel: its first use on a machine compiles it (zipmodel._jit)
+    compiled: ClassVar[bool] = False
 
     @abstractmethod
     def encode(self, data: np.ndarray) -> bytes | None:

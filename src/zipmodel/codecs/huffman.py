@@ -104,6 +104,7 @@ def _u64(values: list[int]) -> np.ndarray:
 class HuffmanCodec(Codec):
     codec_id = 3
     name = "huffman"
+    compiled = True
 
     def __init__(self, max_code_bits: int = MAX_CODE_BITS):
         if not 8 <= max_code_bits <= 12:

@@ -125,6 +125,7 @@ class RansCodec(Codec):
 
     codec_id = 4
     name = "rans"
+    compiled = True
 
     takes_hist4 = True  # encode() reuses the chooser's histograms
 
@@ -169,6 +170,7 @@ class RansCtxCodec(Codec):
 
     codec_id = 5
     name = "rans-ctx"
+    compiled = True
     uses_context = True
 
     def _plan(self, data: np.ndarray, context: np.ndarray):

@@ -90,6 +90,7 @@ class Rans2DCodec(Codec):
 
     codec_id = 6
     name = "rans-2d"
+    compiled = True
     uses_layout = True
     PROB_BITS = (10, 11, 12)  # P tried (contexts x 2**P <= 2**16); the smallest payload wins
     ITERS = 16  # at most this many 2-means rounds per split of a class

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._checksum import xxh3_64
-from ..codecs import get_codec
+from ..codecs import compiled_codecs, get_codec
 from ..codecs.select import CodecPolicy, encode_stream
 from ..container.format import (
     CHUNK_MAGIC,
@@ -211,7 +211,7 @@ def decode_chunk(buf, out: np.ndarray, *, row=None, path=None, offset: int | Non
                 get_codec(info.codec).decode(payload, s)
             elif info.context < j:
                 codec = get_codec(info.codec)
-                if not getattr(codec, "uses_context", False):
+                if not codec.uses_context:
                     raise FormatError(
                         f"codec {codec.name} takes no context", path=path, offset=offset
                     )
@@ -231,7 +231,7 @@ def decode_chunk(buf, out: np.ndarray, *, row=None, path=None, offset: int | Non
         )
 
 
-_PLAIN_CODECS = (0, 1, 2)  # raw, const, zstd: no Numba kernel decodes them
+_COMPILED_CODECS = np.array(sorted(compiled_codecs()), np.uint8)  # Numba-decoded codecs
 
 
 def _entropy_coded(index, row) -> bool:
@@ -243,7 +243,7 @@ def _entropy_coded(index, row) -> bool:
         return True
     first = int(row["first_stream"])
     codecs = index.streams["codec"][first : first + int(row["n_streams"])]
-    return bool(np.isin(codecs, _PLAIN_CODECS, invert=True).any())
+    return bool(np.isin(codecs, _COMPILED_CODECS).any())
 
 
 def _table(index) -> np.ndarray:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,7 +32,36 @@ from .gguf import GGUFError, looks_like_gguf, read_gguf
 from .safetensors import SafetensorsError, looks_like_safetensors, read_safetensors
 from .torch import TorchFormatError, looks_like_torch, read_torch
 
-__all__ = ["FORMATS", "TENSOR", "VERBATIM", "Layout", "Segment", "check_tiling", "read_layout"]
+__all__ = [
+    "FORMATS",
+    "READERS",
+    "TENSOR",
+    "VERBATIM",
+    "Layout",
+    "Reader",
+    "Segment",
+    "check_tiling",
+    "read_layout",
+]
+
+
+class Reader(NamedTuple):
+    """A source format: its ``--format`` name, a cheap content sniff, the parser, and the
+    error the parser raises (then the file is compressed as opaque bytes)."""
+
+    name: str
+    sniff: Callable[[np.ndarray], bool]
+    read: Callable[[np.ndarray], Layout]
+    error: type[Exception]
+
+
+# Tried in this order on ``format="auto"``; ``formats.FORMATS`` lists these names for --help.
+READERS: tuple[Reader, ...] = (
+    Reader("safetensors", looks_like_safetensors, read_safetensors, SafetensorsError),
+    Reader("torch", looks_like_torch, read_torch, TorchFormatError),
+    Reader("ctranslate2", looks_like_ctranslate2, read_ctranslate2, CT2Error),
+    Reader("gguf", looks_like_gguf, read_gguf, GGUFError),
+)
 
 
 def _guarded(read, error: type[Exception], data: np.ndarray) -> Layout:
@@ -84,13 +115,7 @@ def read_layout(
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if format == "raw":
         return read_generic(int(data.size), dtype)
-    readers = [
-        ("safetensors", looks_like_safetensors, read_safetensors, SafetensorsError),
-        ("torch", looks_like_torch, read_torch, TorchFormatError),
-        ("ctranslate2", looks_like_ctranslate2, read_ctranslate2, CT2Error),
-        ("gguf", looks_like_gguf, read_gguf, GGUFError),
-    ]
-    for name, sniff, read, error in readers:
+    for name, sniff, read, error in READERS:
         if format == name or (format == "auto" and sniff(data)):
             try:
                 return _within_index_caps(_guarded(read, error, data), error)

@@ -36,8 +36,9 @@ TRANSFORMS: dict[int, Transform] = {
 }
 # The GGUF block splits (ids 32 and up) are plain numpy: nothing for the JIT warm-up to compile.
 BLOCK_TRANSFORMS: dict[int, Transform] = {t.transform_id: t for t in BLOCK_SPLITS.values()}
-_BY_DTYPE = {"BF16": 1, "F16": 2, "F32": 3}
-_BY_DTYPE.update((d, t.transform_id) for d, t in BLOCK_SPLITS.items())
+# dtype -> transform id, from what each transform class says it is for
+_BY_DTYPE = {t.dtype: t.transform_id for t in (*TRANSFORMS.values(), *BLOCK_TRANSFORMS.values())}
+_BY_DTYPE.pop(None, None)
 
 
 def get_transform(transform_id: int) -> Transform | None:

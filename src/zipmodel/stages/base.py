@@ -29,6 +29,8 @@ class Transform(ABC):
 
     transform_id: ClassVar[int]
     name: ClassVar[str]
+    # the element type this is the lossless transform for (None: any bytes, or none)
+    dtype: ClassVar[str | None] = None
     itemsize: ClassVar[int] = 1  # chunk boundaries fall on multiples of this
     stream_names: ClassVar[tuple[str, ...]] = ("bytes",)
     # "field": a float field, close to i.i.d. (order-0 coders); "bytes": anything else.

@@ -81,6 +81,7 @@ class SplitQ4_0(BlockSplit):
 
     transform_id = 32
     name = "gguf-q4_0"
+    dtype = "GGUF_Q4_0"
     itemsize = 18
     fields = (*_f16("d", 0), ("qs", 2, 16))
 
@@ -90,6 +91,7 @@ class SplitQ4_1(BlockSplit):
 
     transform_id = 33
     name = "gguf-q4_1"
+    dtype = "GGUF_Q4_1"
     itemsize = 20
     fields = (*_f16("d", 0), *_f16("m", 2), ("qs", 4, 16))
 
@@ -99,6 +101,7 @@ class SplitQ5_0(BlockSplit):
 
     transform_id = 34
     name = "gguf-q5_0"
+    dtype = "GGUF_Q5_0"
     itemsize = 22
     fields = (*_f16("d", 0), ("qh", 2, 4), ("qs", 6, 16))
 
@@ -108,6 +111,7 @@ class SplitQ5_1(BlockSplit):
 
     transform_id = 35
     name = "gguf-q5_1"
+    dtype = "GGUF_Q5_1"
     itemsize = 24
     fields = (*_f16("d", 0), *_f16("m", 2), ("qh", 4, 4), ("qs", 8, 16))
 
@@ -117,6 +121,7 @@ class SplitQ8_0(BlockSplit):
 
     transform_id = 36
     name = "gguf-q8_0"
+    dtype = "GGUF_Q8_0"
     itemsize = 34
     fields = (*_f16("d", 0), ("qs", 2, 32))
 
@@ -126,6 +131,7 @@ class SplitQ4_K(BlockSplit):
 
     transform_id = 37
     name = "gguf-q4_k"
+    dtype = "GGUF_Q4_K"
     itemsize = 144
     fields = (*_f16("d", 0), *_f16("dmin", 2), ("scales", 4, 12), ("qs", 16, 128))
 
@@ -135,6 +141,7 @@ class SplitQ5_K(BlockSplit):
 
     transform_id = 38
     name = "gguf-q5_k"
+    dtype = "GGUF_Q5_K"
     itemsize = 176
     fields = (
         *_f16("d", 0),
@@ -150,18 +157,14 @@ class SplitQ6_K(BlockSplit):
 
     transform_id = 39
     name = "gguf-q6_k"
+    dtype = "GGUF_Q6_K"
     itemsize = 210
     fields = (("ql", 0, 128), ("qh", 128, 64), ("scales", 192, 16), *_f16("d", 208))
 
 
 # dtype name -> transform
-BLOCK_SPLITS: dict[str, BlockSplit] = {
-    "GGUF_Q4_0": SplitQ4_0(),
-    "GGUF_Q4_1": SplitQ4_1(),
-    "GGUF_Q5_0": SplitQ5_0(),
-    "GGUF_Q5_1": SplitQ5_1(),
-    "GGUF_Q8_0": SplitQ8_0(),
-    "GGUF_Q4_K": SplitQ4_K(),
-    "GGUF_Q5_K": SplitQ5_K(),
-    "GGUF_Q6_K": SplitQ6_K(),
-}
+_SPLIT_CLASSES = (
+    SplitQ4_0, SplitQ4_1, SplitQ5_0, SplitQ5_1, SplitQ8_0, SplitQ4_K, SplitQ5_K, SplitQ6_K,
+)  # fmt: skip
+# dtype name -> transform (each class names its GGUF dtype)
+BLOCK_SPLITS: dict[str, BlockSplit] = {c.dtype: c() for c in _SPLIT_CLASSES}

@@ -75,6 +75,7 @@ class SplitBF16(Transform):
 
     transform_id = 1
     name = "split-bf16"
+    dtype = "BF16"
     itemsize = 2
     stream_names = ("exponent", "sign-mantissa")
     stream_kinds = ("field", "field")
@@ -95,6 +96,7 @@ class SplitF16(Transform):
 
     transform_id = 2
     name = "split-f16"
+    dtype = "F16"
     itemsize = 2
     stream_names = ("high", "low")
     stream_kinds = ("field", "field")
@@ -115,6 +117,7 @@ class SplitF32(Transform):
 
     transform_id = 3
     name = "split-f32"
+    dtype = "F32"
     itemsize = 4
     stream_names = ("exponent", "mantissa-hi", "mantissa-mid", "mantissa-lo-sign")
     stream_kinds = ("field",) * 4
