@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -21,6 +21,7 @@ from .base import BaseModel, context_for, decode_context, delta_chooser, using_b
 from .container.reader import ContainerReader
 from .dtypes import DType, dtype_from_hint, get_dtype, numpy_dtype
 from .errors import VerifyMismatchError, ZipmodelError
+from .options import LossyOptions
 from .pipeline import (
     DEFAULT_CHUNK_SIZE,
     CompressOptions,
@@ -34,6 +35,7 @@ from .pipeline import (
 )
 from .readers import read_layout
 from .readers.base import TENSOR, Layout
+from .stages.rules import lossy_chooser
 from .stages.tensor import StageContext
 from .summary import Summary, summarize
 
@@ -174,43 +176,12 @@ def default_output(path: str | os.PathLike, *, decompress: bool) -> Path:
     return p.with_name(p.name[: -len(SUFFIX)])
 
 
-def wants_lossy(options: Mapping[str, Any]) -> bool:
-    """Whether lossy keywords (``lossy=``, ``mantissa_bits=``, ...) ask for a lossy stage: a
-    preset or a mantissa rounding (the other keywords only tune one)."""
-    return options.get("lossy") is not None or options.get("mantissa_bits") is not None
-
-
 def lossy_stages(
-    lossy: str | None = None,
-    *,
-    mantissa_bits: int | None = None,
-    group_size: int = 64,
-    per_tensor: bool = False,
-    asymmetric: bool = False,
-    keep: Sequence[str] = (),
-    only: Sequence[str] = (),
-    layout: Layout | None = None,
+    lossy: str | LossyOptions | None = None, *, layout: Layout | None = None, **lossy_options: Any
 ) -> StageChooser | None:
-    """The stage chooser for a lossy preset (``bf16``, ``fp8``, ``int8``, ``int4``, ``nf4``)
-    and/or mantissa rounding to ``mantissa_bits`` bits, under the selection rules of
-    :mod:`zipmodel.stages.rules` (``keep``/``only`` globs; ``layout``: the source's, so a
-    PyTorch storage is judged by the tensor that views it); ``None`` when nothing lossy is
-    asked for."""
-    if not wants_lossy({"lossy": lossy, "mantissa_bits": mantissa_bits}):
-        if keep or only:
-            raise ValueError("keep/only select tensors for a lossy stage: give lossy= too")
-        return None
-    from .stages.quant import make_stage
-    from .stages.rules import stage_chooser
-
-    stage = make_stage(
-        lossy,
-        mantissa_bits=mantissa_bits,
-        group_size=group_size,
-        per_tensor=per_tensor,
-        asymmetric=asymmetric,
-    )
-    return stage_chooser(stage, keep=keep, only=only, layout=layout)
+    """Deprecated: :func:`zipmodel.stages.rules.lossy_chooser` of
+    ``LossyOptions.of(lossy, **lossy_options)`` (kept for callers of the old keywords)."""
+    return lossy_chooser(LossyOptions.of(lossy, **lossy_options), layout)
 
 
 def compress_file(
@@ -225,17 +196,12 @@ def compress_file(
     force: bool = False,
     progress: Progress | None = None,
     name: str | None = None,
-    lossy: str | None = None,
-    mantissa_bits: int | None = None,
-    group_size: int = 64,
-    per_tensor: bool = False,
-    asymmetric: bool = False,
-    keep: Sequence[str] = (),
-    only: Sequence[str] = (),
+    lossy: str | LossyOptions | None = None,
     stages: StageChooser | None = None,
     context: StageContext | None = None,
     base: str | os.PathLike | BaseModel | None = None,
     meta: bool | FileMeta = True,
+    **lossy_options: Any,
 ) -> CompressReport:
     """Compress the file ``src`` into the container ``dst`` (default ``src + ".zm"``).
 
@@ -250,11 +216,13 @@ def compress_file(
     private 0600 checkpoint stays private); ``meta=False`` (a spooled pipe) gives it the
     usual permissions, a :class:`~zipmodel._io.FileMeta` those.
 
-    Lossy compression is opt-in: ``lossy`` names a preset (``bf16``, ``fp8``, ``int8``,
-    ``int4``, ``nf4``; ``group_size`` for int4/nf4, ``per_tensor`` scales for fp8,
-    ``asymmetric`` int4), ``mantissa_bits`` rounds float mantissas; ``keep``/``only`` are
-    name globs that exclude / restrict tensors (docs/lossy.md has the default rules). The
-    report's summary then holds every staged tensor's measured error. ``stages`` picks a
+    Lossy compression is opt-in: ``lossy`` is a
+    :class:`~zipmodel.options.LossyOptions`, or names a preset (``bf16``, ``fp8``,
+    ``int8``, ``int4``, ``nf4``) with ``lossy_options`` its other fields as keywords
+    (``group_size`` for int4/nf4, ``per_tensor`` scales for fp8, ``asymmetric`` int4,
+    ``mantissa_bits`` rounds float mantissas; ``keep``/``only`` are name globs that exclude /
+    restrict tensors; docs/lossy.md has the default rules). The report's summary then holds
+    every staged tensor's measured error. ``stages`` picks a
     tensor stage per tensor directly (instead of ``lossy``), ``context`` is what stages get
     besides the tensor (a base model).
 
@@ -264,15 +232,8 @@ def compress_file(
     SHA-256; decoding it needs that base.
     """
     options = _options(level, chunk_size)
-    lossy_kw = dict(
-        mantissa_bits=mantissa_bits,
-        group_size=group_size,
-        per_tensor=per_tensor,
-        asymmetric=asymmetric,
-        keep=keep,
-        only=only,
-    )
-    chooser = lossy_stages(lossy, **lossy_kw)  # checks the options before any work
+    lossy_opts = LossyOptions.of(lossy, **lossy_options)  # checked before any work
+    chooser = lossy_chooser(lossy_opts)
     if chooser is not None and stages is not None:
         raise ValueError("give lossy= or stages=, not both")
     chooser = chooser or stages
@@ -285,7 +246,7 @@ def compress_file(
     with Source.open(src) as source, using_base(base, rel=Path(src).name, threads=threads) as bm:
         layout = read_layout(source.data, format=format, dtype=_hint(dtype), path=str(src))
         if chooser is not None and stages is None:  # rules that see the state-dict names
-            chooser = lossy_stages(lossy, **lossy_kw, layout=layout)
+            chooser = lossy_chooser(lossy_opts, layout)
         if bm is not None:  # per tensor: standalone, xor, sub or same, as measured
             chooser, context = delta_chooser(
                 source.data,
@@ -343,38 +304,52 @@ def compress_bytes(
     format: str = "auto",
     threads: int = 0,
     name: str = "",
-    lossy: str | None = None,
+    lossy: str | LossyOptions | None = None,
     stages: StageChooser | None = None,
     context: StageContext | None = None,
-    **lossy_options,
+    base: str | os.PathLike | BaseModel | None = None,
+    **lossy_options: Any,
 ) -> bytes:
     """Compress an in-memory file (bytes-like) to container bytes.
 
-    ``lossy`` and ``lossy_options`` (``mantissa_bits``, ``group_size``, ``per_tensor``,
-    ``asymmetric``, ``keep``, ``only``), ``stages`` and ``context`` as in :func:`compress_file`.
+    ``lossy`` and ``lossy_options``, ``stages``, ``context`` and ``base`` as in
+    :func:`compress_file`.
     """
-    chooser = lossy_stages(lossy, **lossy_options)
+    lossy_opts = LossyOptions.of(lossy, **lossy_options)
+    chooser = lossy_chooser(lossy_opts)
     if chooser is not None and stages is not None:
         raise ValueError("give lossy= or stages=, not both")
+    if base is not None and (chooser is not None or stages is not None or context is not None):
+        raise ValueError("base= cannot be combined with lossy=, stages= or context=")
     source = Source.from_bytes(data, name or "<bytes>")
-    layout = read_layout(source.data, format=format, dtype=_hint(dtype))
-    if chooser is not None:
-        chooser = lossy_stages(lossy, **lossy_options, layout=layout)
-    out = MemoryOutput()
-    try:
-        compress_layout(
-            source.data,
-            layout,
-            out,
-            source_name=name,
-            options=_options(level, chunk_size),
-            threads=threads,
-            stages=chooser or stages,
-            context=context,
-        )
-        return out.getvalue(threads=resolve_threads(threads))
-    finally:
-        out.close()
+    with using_base(base, rel=name or None, threads=threads) as bm:
+        layout = read_layout(source.data, format=format, dtype=_hint(dtype))
+        if chooser is not None:
+            chooser = lossy_chooser(lossy_opts, layout)
+        if bm is not None:
+            chooser, context = delta_chooser(
+                source.data,
+                layout.segments,
+                bm,
+                level=level,
+                chunk_size=chunk_size,
+                threads=threads,
+            )
+        out = MemoryOutput()
+        try:
+            compress_layout(
+                source.data,
+                layout,
+                out,
+                source_name=name,
+                options=_options(level, chunk_size),
+                threads=threads,
+                stages=chooser or stages,
+                context=context,
+            )
+            return out.getvalue(threads=resolve_threads(threads))
+        finally:
+            out.close()
 
 
 def decompress_bytes(

@@ -39,6 +39,7 @@ from .errors import (
     VerifyMismatchError,
     ZipmodelError,
 )
+from .options import LossyOptions
 
 __all__ = [
     "MANIFEST",
@@ -432,12 +433,13 @@ def compress_dir(
     progress: Progress | None = None,
     base: str | os.PathLike | None = None,
     dedup: bool = True,
-    **lossy: Any,
+    lossy: str | LossyOptions | None = None,
+    **lossy_options: Any,
 ) -> FolderResult:
     """Compress the folder ``src_dir`` into the folder ``out_dir`` (default ``src_dir + ".zm"``).
 
-    ``lossy`` holds :func:`zipmodel.api.compress_file`'s lossy keywords (``lossy``,
-    ``mantissa_bits``, ``group_size``, ``per_tensor``, ``asymmetric``, ``keep``, ``only``),
+    ``lossy`` and ``lossy_options`` as in :func:`zipmodel.api.compress_file` (a
+    :class:`~zipmodel.options.LossyOptions`, or a preset and its fields as keywords),
     applied to every weight file; the manifest keeps the originals' SHA-256.
 
     Weight files (by suffix: safetensors, ``.bin``, ``.pt``, ``.pth``, ``.gguf``, ...) and any
@@ -469,7 +471,8 @@ def compress_dir(
     _check_outputs(src, out, force)
     if base is not None and not Path(base).is_dir():
         raise ZipmodelError("the base of a folder must be a folder", path=base)
-    if api.wants_lossy(lossy):
+    lossy = LossyOptions.of(lossy, **lossy_options)
+    if lossy.enabled:
         if base is not None:
             raise ValueError("base= cannot be combined with a lossy stage")
         dedup = False  # a tensor goes through one stage: the lossy one
@@ -503,7 +506,7 @@ def compress_dir(
                         chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
                         threads=threads,
                         progress=cb,
-                        **lossy,
+                        lossy=lossy,
                         base=bm,
                     )
                 finally:

@@ -50,6 +50,7 @@ from .folder import (
     is_zm_folder,
     read_manifest,
 )
+from .options import LossyOptions
 
 __all__ = [
     "PullResult",
@@ -232,7 +233,8 @@ def upload(
     min_size: int | None = None,
     follow_symlinks: bool = False,
     progress: Progress | None = None,
-    **lossy: Any,
+    lossy: str | LossyOptions | None = None,
+    **lossy_options: Any,
 ) -> PushResult:
     """Compress the model folder or file ``path`` and upload it to the Hub repository ``repo_id``.
 
@@ -244,10 +246,12 @@ def upload(
     repository that the upload does not overwrite are kept. ``.git/`` and ``.cache/`` are left
     out, as ``upload_folder`` would. Returns a :class:`PushResult`.
 
-    ``lossy``: :func:`zipmodel.compress_dir`'s lossy keywords (``lossy="int8"``, ``keep``,
-    ``only``, ...; ``docs/lossy.md``). The model card then says the weights are quantized, and a
+    ``lossy`` and ``lossy_options``: as in :func:`zipmodel.compress_dir` (``lossy="int8"``,
+    ``keep``, ``only``, ... or one :class:`~zipmodel.options.LossyOptions`;
+    ``docs/lossy.md``). The model card then says the weights are quantized, and a
     pull restores the dequantized weights, not the original bytes.
     """
+    lossy = LossyOptions.of(lossy, **lossy_options)  # a bad option fails before the Hub
     hf = _hf()
     t0 = time.perf_counter()
     src = Path(path)
@@ -264,7 +268,7 @@ def upload(
     with tempfile.TemporaryDirectory(prefix="zipmodel-push-") as tmp:
         staged = Path(tmp) / "repo"
         if is_zm_folder(src):
-            if lossy:
+            if lossy.enabled:
                 raise ZipmodelError(
                     "is compressed already; lossy options apply when compressing",
                     path=src,
@@ -275,7 +279,7 @@ def upload(
             result = read_manifest(staged)
         else:
             kw: dict[str, Any] = {"level": level, "threads": threads, "progress": progress}
-            kw.update(lossy)
+            kw["lossy"] = lossy
             if min_size is not None:
                 kw["min_size"] = min_size
             view = _source_view(src, Path(tmp) / "source")
@@ -284,10 +288,8 @@ def upload(
             )
             result.input = str(src)
         rev = revision or "main"
-        from .api import wants_lossy
-
-        is_lossy = wants_lossy(lossy)
-        _write_card(staged, repo_id, rev, result, _lossy_note(lossy) if is_lossy else "")
+        is_lossy = lossy.enabled
+        _write_card(staged, repo_id, rev, result, lossy.cli_args() if is_lossy else "")
         sizes = [p.stat().st_size for p in staged.rglob("*") if p.is_file()]
         with _hub_errors(repo_id, revision, endpoint, writing=True):
             api.create_repo(repo_id, private=private, exist_ok=True)
@@ -330,13 +332,6 @@ def _source_view(src: Path, view: Path) -> Path | None:
         for name in filenames:
             (view / rel / name).symlink_to((Path(dirpath) / name).resolve())
     return view
-
-
-def _lossy_note(lossy: dict[str, Any]) -> str:
-    parts = [f"--lossy {lossy['lossy']}"] if lossy.get("lossy") else []
-    if lossy.get("mantissa_bits") is not None:
-        parts.append(f"--mantissa-bits {lossy['mantissa_bits']}")
-    return " ".join(parts)
 
 
 def _write_card(

@@ -5,8 +5,19 @@ before any work starts."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import click
+
+from ..options import (
+    DEFAULT_GROUP_SIZE,
+    GROUP_SIZES,
+    NO_LOSSY,
+    PRESETS,
+    TUNING,
+    LossyOptions,
+)
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
@@ -178,9 +189,10 @@ def folder_options(f):
     )(f)
 
 
-# The --lossy presets (zipmodel.stages.quant.PRESETS; a test keeps the two equal). Spelled out
-# here so that building the CLI does not import the quantizers.
-LOSSY_PRESETS = ("bf16", "fp8", "int8", "int4", "nf4")
+# The --lossy presets and ranges come from zipmodel.stages.options (light: no numpy).
+LOSSY_PRESETS = PRESETS
+# The click parameters that make one LossyOptions (``--lossy`` is its ``preset``).
+LOSSY_PARAMS = ("lossy", "mantissa_bits", "group_size", "per_tensor", "asymmetric", "keep", "only")
 
 
 def lossy_options(f):
@@ -206,8 +218,8 @@ def lossy_options(f):
     )(f)
     f = click.option(
         "--group-size",
-        type=click.IntRange(32, 128),
-        default=64,
+        type=click.IntRange(*GROUP_SIZES),
+        default=DEFAULT_GROUP_SIZE,
         show_default=True,
         help="int4/nf4: elements per group sharing one scale.",
     )(f)
@@ -226,31 +238,35 @@ def lossy_options(f):
     return f
 
 
-def lossy_kwargs(lossy, mantissa_bits, group_size, per_tensor, asymmetric, keep, only) -> dict:
-    """The API keywords for the lossy options, checked (a bad combination is a usage error)."""
-    from ..api import lossy_stages, wants_lossy
-
-    kw = dict(
-        lossy=lossy,
-        mantissa_bits=mantissa_bits,
-        group_size=group_size,
-        per_tensor=per_tensor,
-        asymmetric=asymmetric,
-        keep=tuple(keep),
-        only=tuple(only),
-    )
-    if not wants_lossy(kw):
-        if per_tensor or asymmetric or group_size != 64 or keep or only:
-            raise click.UsageError(
-                "--group-size, --per-tensor, --asymmetric, --keep and --only apply to a lossy "
-                "stage: add --lossy PRESET (or --mantissa-bits N)"
-            )
-        return {}
+def lossy_from_params(params: dict[str, Any]) -> LossyOptions:
+    """Take the lossy options out of a command's click ``params`` and make them one checked
+    :class:`LossyOptions` (a combination that means nothing is a usage error)."""
+    kw = {name: params.pop(name) for name in LOSSY_PARAMS}
+    preset = kw.pop("lossy")
+    tuned = any(kw[n] != getattr(NO_LOSSY, n) for n in TUNING)
+    if preset is None and kw["mantissa_bits"] is None and tuned:
+        raise click.UsageError(
+            "--group-size, --per-tensor, --asymmetric, --keep and --only apply to a lossy "
+            "stage: add --lossy PRESET (or --mantissa-bits N)"
+        )
     try:
-        lossy_stages(**kw)
+        return LossyOptions(preset=preset, **kw)
     except ValueError as e:
         raise click.UsageError(f"invalid lossy options: {e}") from None
-    return kw
+
+
+def lossy_kwargs(*values: Any) -> dict[str, Any]:
+    """Deprecated: the API keywords of the lossy click values (in :data:`LOSSY_PARAMS`
+    order), checked; ``{}`` when nothing lossy is asked for. Use :func:`lossy_from_params`."""
+    return lossy_from_params(dict(zip(LOSSY_PARAMS, values, strict=True))).to_kwargs()
+
+
+def check_rules(rules: Sequence[tuple[Callable[[dict[str, Any]], Any], str]], **opts) -> None:
+    """Raise the usage error of the first rule whose condition holds for ``opts`` (a
+    command's option rules, written as data: ``(condition, message)`` pairs)."""
+    for holds, message in rules:
+        if holds(opts):
+            raise click.UsageError(message)
 
 
 def verbose_option(help: str):

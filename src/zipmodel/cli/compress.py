@@ -13,11 +13,12 @@ from ..dtypes import HINT_CHOICES
 from ..formats import FORMATS
 from ._options import (
     base_option,
+    check_rules,
     check_write_options,
     chunk_size_option,
     folder_options,
     level_option,
-    lossy_kwargs,
+    lossy_from_params,
     lossy_options,
     output_options,
     threads_option,
@@ -28,6 +29,15 @@ from ._output import Output, dtype_table, human_bytes, quality_table
 from ._stdin import STDIN_NAME, default_paths, spooled_stdin
 
 SUFFIX = ".zm"
+
+# What compress refuses before any work, as (condition, message) on its options.
+RULES = (
+    (
+        lambda o: o["lossy"].enabled and o["remove"],
+        "--rm with a lossy stage would delete the only exact copy",
+    ),
+    (lambda o: o["lossy"].enabled and o["base"], "--base and a lossy stage cannot be combined"),
+)
 
 
 @click.command()
@@ -83,18 +93,12 @@ def compress(
     fmt,
     min_size,
     follow_symlinks,
-    lossy,
-    mantissa_bits,
-    group_size,
-    per_tensor,
-    asymmetric,
-    keep,
-    only,
     base,
     verbose,
     quiet,
     json_mode,
     no_progress,
+    **lossy_params,
 ):
     """Compress model files: PATH -> PATH.zm, losslessly unless --lossy.
 
@@ -125,11 +129,8 @@ def compress(
 
     out = Output("compress", quiet=quiet, json_mode=json_mode, progress=not no_progress)
     paths = default_paths(paths)
-    lossy_kw = lossy_kwargs(lossy, mantissa_bits, group_size, per_tensor, asymmetric, keep, only)
-    if lossy_kw and remove:
-        raise click.UsageError("--rm with a lossy stage would delete the only exact copy")
-    if lossy_kw and base:
-        raise click.UsageError("--base and a lossy stage cannot be combined")
+    lossy = lossy_from_params(lossy_params)
+    check_rules(RULES, lossy=lossy, remove=remove, base=base)
     check_write_options(paths, output, to_stdout, remove, keep_input, json_mode)
     for path in paths:
         try:
@@ -152,7 +153,7 @@ def compress(
                     min_size=min_size,
                     follow_symlinks=follow_symlinks,
                     base=base,
-                    **lossy_kw,
+                    lossy=lossy,
                 )
                 out.result("folder", path, d)
                 continue
@@ -185,7 +186,7 @@ def compress(
                     name="" if stdin else None,
                     meta=not stdin,  # a spooled pipe's 0600 temp is no source mode to keep
                     base=base,
-                    **lossy_kw,
+                    lossy=lossy,
                 )
             if stdout_mode:
                 sys.stdout.buffer.flush()
@@ -250,7 +251,6 @@ def output_in_dir(output, path: str, *, decompress: bool):
 
 def _compress_folder(out: Output, path: str, output, *, remove: bool, threads: int, **kw) -> dict:
     from .. import folder
-    from ..api import wants_lossy
 
     with out.progress(f"compress {Path(path).resolve().name}/") as advance:
         rep = folder.compress_dir(path, output, threads=threads, progress=advance, **kw)
@@ -261,7 +261,7 @@ def _compress_folder(out: Output, path: str, output, *, remove: bool, threads: i
         kept = "  (input removed)" if gone else "  (input files removed; unlisted ones kept)"
     out.line(folder_line(rep) + kept)
     d = rep.to_json()
-    if wants_lossy(kw):
+    if kw["lossy"].enabled:
         from .info import folder_summaries, merged_tensors
 
         every = merged_tensors(str(rep.output), folder_summaries(str(rep.output), rep))

@@ -9,7 +9,7 @@ import click
 from ._options import (
     folder_options,
     level_option,
-    lossy_kwargs,
+    lossy_from_params,
     lossy_options,
     output_options,
     threads_option,
@@ -63,16 +63,10 @@ def push(
     level,
     min_size,
     follow_symlinks,
-    lossy,
-    mantissa_bits,
-    group_size,
-    per_tensor,
-    asymmetric,
-    keep,
-    only,
     quiet,
     json_mode,
     no_progress,
+    **lossy_params,
 ):
     """Compress a model folder (or file) and upload it to the Hugging Face Hub repo REPO_ID.
 
@@ -88,7 +82,7 @@ def push(
     """
     from .. import hub
 
-    lossy_kw = lossy_kwargs(lossy, mantissa_bits, group_size, per_tensor, asymmetric, keep, only)
+    lossy = lossy_from_params(lossy_params)
     out = Output("push", quiet=quiet, json_mode=json_mode, progress=not no_progress)
     try:
         quiet_hub(out)
@@ -105,7 +99,7 @@ def push(
                 min_size=min_size,
                 follow_symlinks=follow_symlinks,
                 progress=advance,
-                **lossy_kw,
+                lossy=lossy,
             )
     except Exception as exc:
         out.error(path, exc)

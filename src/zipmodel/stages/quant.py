@@ -53,11 +53,13 @@ import ml_dtypes
 import numpy as np
 
 from ..dtypes import get_dtype, numpy_dtype
+from ..options import DEFAULT_GROUP_SIZE, GROUP_SIZES, PRESETS, LossyOptions
 from ..quality import measure
 from ..readers.base import Segment
 from .tensor import Part, StageContext, Staged, TensorStage
 
 __all__ = [
+    "GROUP_SIZES",
     "NF4_LEVELS",
     "PRESETS",
     "STAGES",
@@ -70,9 +72,7 @@ __all__ = [
     "make_stage",
 ]
 
-PRESETS = ("bf16", "fp8", "int8", "int4", "nf4")
 FLOATS = ("F32", "F16", "BF16")
-GROUP_SIZES = (32, 128)  # what make_stage accepts; decoding accepts any recorded size
 _MAX_GROUP = 1 << 16
 
 # QLoRA's NF4 code book (Dettmers et al. 2023, as in bitsandbytes): quantiles of N(0, 1)
@@ -572,11 +572,15 @@ def _expand(per_group: np.ndarray, n: int, g: int) -> np.ndarray:
 
 class _GroupStage(_Quantizer):
     levels: ClassVar[np.ndarray]
+    has_zero_points: ClassVar[bool] = False  # whether ``asymmetric`` groups exist
 
-    def __init__(self, group_size: int = 64):
+    def __init__(self, group_size: int = DEFAULT_GROUP_SIZE, asymmetric: bool = False):
         if not 1 <= group_size <= _MAX_GROUP:
             raise ValueError(f"group size must be in [1, {_MAX_GROUP}], not {group_size}")
+        if asymmetric and not self.has_zero_points:
+            raise ValueError(f"asymmetric is an int4 option, not {self.name}")
         self.group_size = group_size
+        self.asymmetric = asymmetric
 
     def stored_bits(self, parts, params, dtype):
         # codes and zero points hold 4 bits each, one per byte; scales their full width
@@ -623,10 +627,7 @@ class Int4Stage(_GroupStage):
 
     name: ClassVar[str] = "int4"
     levels: ClassVar[np.ndarray] = INT4_LEVELS
-
-    def __init__(self, group_size: int = 64, asymmetric: bool = False):
-        super().__init__(group_size)
-        self.asymmetric = asymmetric
+    has_zero_points: ClassVar[bool] = True
 
     def _base(self, xg):
         i = np.abs(xg).argmax(axis=1)
@@ -695,41 +696,28 @@ STAGES: dict[str, type[TensorStage]] = {
 
 
 def make_stage(
-    preset: str | None,
-    *,
-    mantissa_bits: int | None = None,
-    group_size: int = 64,
-    per_tensor: bool = False,
-    asymmetric: bool = False,
+    preset: str | None = None, *, options: LossyOptions | None = None, **kwargs: Any
 ) -> TensorStage:
     """The stage for a ``--lossy`` preset (``None`` with ``mantissa_bits``: mantissa rounding).
 
-    ``mantissa_bits`` combines only with ``bf16`` (F32 → BF16 rounded to that many bits);
-    ``group_size`` (32-128) applies to int4 and nf4, ``per_tensor`` to fp8, ``asymmetric`` to
-    int4. Raises ``ValueError`` for a combination that means nothing.
+    ``options`` is a :class:`~zipmodel.options.LossyOptions`; without it ``preset``
+    and ``kwargs`` (its fields) make one, which checks the combination (``ValueError``).
     """
-    if preset is None:
-        if mantissa_bits is None:
+    if options is None:
+        options = LossyOptions(preset=preset, **kwargs)
+    elif preset is not None or kwargs:
+        raise ValueError("give options= or the lossy keywords, not both")
+    p, bits = options.preset, options.mantissa_bits
+    if p is None:
+        if bits is None:
             raise ValueError("give a lossy preset or mantissa bits")
-        return MantissaStage(mantissa_bits)
-    if preset not in PRESETS:
-        raise ValueError(f"unknown lossy preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    if mantissa_bits is not None and preset != "bf16":
-        raise ValueError(f"--mantissa-bits combines with bf16 only, not {preset}")
-    if per_tensor and preset != "fp8":
-        raise ValueError(f"per-tensor scales are an fp8 option, not {preset}")
-    if asymmetric and preset != "int4":
-        raise ValueError(f"asymmetric is an int4 option, not {preset}")
-    if preset in ("int4", "nf4") and not GROUP_SIZES[0] <= group_size <= GROUP_SIZES[1]:
-        raise ValueError(
-            f"group size must be in [{GROUP_SIZES[0]}, {GROUP_SIZES[1]}], not {group_size}"
-        )
-    if preset == "bf16":
-        return Bf16Stage(mantissa_bits)
-    if preset == "fp8":
-        return Fp8Stage(per_tensor)
-    if preset == "int8":
+        return MantissaStage(bits)
+    if p == "bf16":
+        return Bf16Stage(bits)
+    if p == "fp8":
+        return Fp8Stage(options.per_tensor)
+    if p == "int8":
         return Int8Stage()
-    if preset == "int4":
-        return Int4Stage(group_size, asymmetric)
-    return Nf4Stage(group_size)
+    if p == "int4":
+        return Int4Stage(options.group_size, options.asymmetric)
+    return Nf4Stage(options.group_size)

@@ -22,10 +22,18 @@ from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Any
 
+from ..options import LossyOptions
 from ..readers.base import TENSOR, Layout, Segment
 from .tensor import TensorStage
 
-__all__ = ["FLOAT_DTYPES", "MIN_ELEMENTS", "TensorRules", "stage_chooser", "tensor_views"]
+__all__ = [
+    "FLOAT_DTYPES",
+    "MIN_ELEMENTS",
+    "TensorRules",
+    "lossy_chooser",
+    "stage_chooser",
+    "tensor_views",
+]
 
 FLOAT_DTYPES = frozenset({"F32", "F16", "BF16"})
 MIN_ELEMENTS = 4096
@@ -131,3 +139,17 @@ def stage_chooser(
         return stage if rules.selects(judged) else None
 
     return choose
+
+
+def lossy_chooser(
+    options: LossyOptions, layout: Layout | None = None
+) -> Callable[[Segment], TensorStage | None] | None:
+    """The stage chooser ``options`` ask for (its stage, under its ``keep``/``only`` rules;
+    ``layout`` as in :func:`stage_chooser`), ``None`` when nothing lossy is asked for."""
+    if not options.enabled:
+        return None
+    from .quant import make_stage  # numpy and the quantizers, only when quantizing
+
+    return stage_chooser(
+        make_stage(options=options), keep=options.keep, only=options.only, layout=layout
+    )

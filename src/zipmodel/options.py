@@ -1,0 +1,135 @@
+"""The lossy options as one frozen value, validated once where it is made (the bottom layer,
+beside errors and dtypes, so the CLI can build its options from it without importing numpy).
+
+Every entry point that can quantize (``compress_file``, ``compress_bytes``, ``compress_dir``,
+``hub.push``, the CLI's ``compress`` and ``push``) takes a :class:`LossyOptions` (or the same
+keywords, turned into one here), so the rules and the defaults live in this one place, in the
+spirit of python-zstandard's ``ZstdCompressionParameters``. Importing this module is light: no
+numpy, no quantizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "DEFAULT_GROUP_SIZE",
+    "GROUP_SIZES",
+    "MANTISSA_BITS",
+    "PRESETS",
+    "LossyOptions",
+]
+
+PRESETS = ("bf16", "fp8", "int8", "int4", "nf4")
+DEFAULT_GROUP_SIZE = 64
+GROUP_SIZES = (32, 128)  # what a new container may use; decoding accepts any recorded size
+MANTISSA_BITS = (0, 22)  # mantissa rounding alone (FP32 keeps 23); with bf16 at most 7
+BF16_MANTISSA_BITS = 7
+
+# The keywords that only tune a stage: alone (no preset, no mantissa_bits) they mean nothing.
+TUNING = ("group_size", "per_tensor", "asymmetric", "keep", "only")
+
+
+@dataclass(frozen=True)
+class LossyOptions:
+    """What a lossy stage does and which tensors it touches.
+
+    ``preset``: ``bf16``, ``fp8``, ``int8``, ``int4`` or ``nf4``; ``mantissa_bits``: round
+    float mantissas to that many bits (alone, or with ``bf16``); ``group_size`` (32-128):
+    elements per scale for ``int4``/``nf4``; ``per_tensor``: one ``fp8`` scale per tensor;
+    ``asymmetric``: ``int4`` groups with a zero point; ``keep``/``only``: name globs that
+    exclude / restrict tensors (docs/lossy.md). ``LossyOptions()`` is "nothing lossy":
+    :attr:`enabled` is false. A combination that means nothing raises ``ValueError`` naming
+    the field.
+    """
+
+    preset: str | None = None
+    mantissa_bits: int | None = None
+    group_size: int = DEFAULT_GROUP_SIZE
+    per_tensor: bool = False
+    asymmetric: bool = False
+    keep: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # globs may come as any sequence (click gives tuples, callers lists): store tuples
+        for name in ("keep", "only"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise ValueError(f"{name} is a sequence of name globs, not one string")
+            object.__setattr__(self, name, tuple(value))
+        p, bits = self.preset, self.mantissa_bits
+        if p is not None and p not in PRESETS:
+            raise ValueError(f"unknown lossy preset {p!r}; choose one of {', '.join(PRESETS)}")
+        if not self.enabled:
+            tuned = [n for n in TUNING if getattr(self, n) != _DEFAULTS[n]]
+            if tuned:
+                raise ValueError(
+                    f"{', '.join(tuned)} tune a lossy stage: give a lossy preset or "
+                    "mantissa_bits too"
+                )
+            return
+        if bits is not None:
+            if p is not None and p != "bf16":
+                raise ValueError(f"--mantissa-bits combines with bf16 only, not {p}")
+            if p == "bf16" and not 0 <= bits <= BF16_MANTISSA_BITS:
+                raise ValueError(
+                    f"bf16 keeps at most {BF16_MANTISSA_BITS} mantissa bits, not {bits}"
+                )
+            lo, hi = MANTISSA_BITS
+            if not lo <= bits <= hi:
+                raise ValueError(f"mantissa bits must be in [{lo}, {hi}], not {bits}")
+        if self.per_tensor and p != "fp8":
+            raise ValueError(f"per-tensor scales are an fp8 option, not {p}")
+        if self.asymmetric and p != "int4":
+            raise ValueError(f"asymmetric is an int4 option, not {p}")
+        lo, hi = GROUP_SIZES
+        if p in ("int4", "nf4") and not lo <= self.group_size <= hi:
+            raise ValueError(f"group size must be in [{lo}, {hi}], not {self.group_size}")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a lossy stage is asked for: a preset or a mantissa rounding (the other
+        fields only tune one)."""
+        return self.preset is not None or self.mantissa_bits is not None
+
+    @classmethod
+    def of(cls, lossy: str | LossyOptions | None = None, /, **fields: Any) -> LossyOptions:
+        """The options of an API call's ``lossy=`` and lossy keywords: ``lossy`` itself when it
+        is a :class:`LossyOptions` (then no keywords), else the preset, with ``fields``."""
+        if isinstance(lossy, LossyOptions):
+            if fields:
+                raise ValueError(
+                    f"give lossy=LossyOptions(...) or the lossy keywords ({', '.join(fields)}), "
+                    "not both"
+                )
+            return lossy
+        unknown = sorted(set(fields) - set(_DEFAULTS) - {"preset"})
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+        return cls(preset=lossy, **fields) if lossy is not None else cls(**fields)
+
+    def replace(self, **changes: Any) -> LossyOptions:
+        """A copy with ``changes`` (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """The keywords this value stands for (``lossy=`` the preset); empty when disabled."""
+        if not self.enabled:
+            return {}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["lossy"] = d.pop("preset")
+        return d
+
+    def cli_args(self) -> str:
+        """The ``zipmodel compress`` options that make these (for a model card)."""
+        parts = [f"--lossy {self.preset}"] if self.preset else []
+        if self.mantissa_bits is not None:
+            parts.append(f"--mantissa-bits {self.mantissa_bits}")
+        return " ".join(parts)
+
+
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(LossyOptions)}
+NO_LOSSY = LossyOptions()
