@@ -107,6 +107,10 @@ The result objects per command:
 - `eval`: `original`, `compressed`, `replaced` (weight files taken from the compressed side),
   `sentences` (count), `embedding_dim`, `mean_cosine`, `min_cosine`, `worst_sentence`,
   `cosines` (one per sentence), `seconds`; `path` is COMPRESSED.
+- `batch` ([batch.md](batch.md)), one per source that has its output: `output`, `status`
+  (`ok`; `duplicate`: the same content as `duplicate_of`, whose output it names; `skipped`:
+  recorded by an earlier run and still valid), `source_bytes`, `output_bytes`, `ratio`,
+  `seconds`, `worker`, `source_sha256`, `output_sha256` (as in `OUTDIR/batch.jsonl`).
 - Lossy containers ([lossy.md](lossy.md)): when `lossy` is true, `compress` and `info` hold
   `quality`, the exact total over the quantized tensors (`rel_rms`, `max_abs`, `snr_db` (null
   when infinite), `bits` before coding, `bits_per_weight` after, `tensors`, `elements`,
@@ -188,6 +192,7 @@ COMMANDS = {
     "push": ("push",),
     "pull": ("pull",),
     "eval": ("eval",),
+    "batch": ("batch",),
 }
 
 # The --json envelope of every command (version 2), as docs/cli.md prints it.
@@ -295,6 +300,25 @@ SCHEMA = {
             files=INT, compressed_files=INT, original_bytes=INT, stored_bytes=INT,
             downloaded_bytes=INT, download_seconds=NUM, restore_seconds=NUM, seconds=NUM,
         ),
+        "batch": {
+            "type": "object",
+            "required": ["kind", "path", "output", "status", "source_bytes", "output_bytes",
+                         "ratio", "source_sha256", "output_sha256"],
+            "properties": {
+                "kind": {"enum": ["file", "folder"]},
+                "path": {"type": STR},
+                "output": {"type": STR},
+                "status": {"enum": ["ok", "duplicate", "skipped"]},
+                "source_bytes": {"type": INT},
+                "output_bytes": {"type": INT},
+                "ratio": {"type": NUM},
+                "seconds": {"type": NUM},
+                "worker": {"type": [STR, "null"]},
+                "source_sha256": {"type": STR},
+                "output_sha256": {"type": STR},
+                "duplicate_of": {"type": STR},
+            },
+        },
         "eval": _obj(
             "eval",
             "original", "compressed", "replaced", "sentences", "embedding_dim", "mean_cosine",

@@ -36,6 +36,7 @@ __all__ = [
     "VerifyMismatchError",
     "ZipmodelError",
     "__version__",
+    "batch",
     "compress_bytes",
     "compress_dir",
     "compress_file",
@@ -61,6 +62,7 @@ _LAZY = {
     "verify_dir": "folder",
     # not "load": importing a submodule named like the function would rebind zipmodel.load
     "load": "loading",
+    "batch": "batching",  # imports Dask only when called
 }
 
 if TYPE_CHECKING:
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
         open,
         verify_file,
     )
+    from .batching import batch
     from .folder import compress_dir, decompress_dir, verify_dir
     from .loading import load
 

@@ -81,6 +81,7 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from .batch import batch
     from .compress import compress
     from .decompress import decompress
     from .demo import demo
@@ -91,7 +92,7 @@ def _register() -> None:
     from .verify import verify
     from .warmup import warmup
 
-    for cmd in (compress, decompress, info, verify, eval_cmd, demo, warmup, push, pull):
+    for cmd in (compress, decompress, info, verify, eval_cmd, demo, warmup, push, pull, batch):
         cli.add_command(cmd)
 
 

@@ -1,0 +1,727 @@
+"""Many models at once, on Dask: each source (a file or a model folder) is one task.
+
+:func:`batch` runs on a ``LocalCluster`` of worker processes by default, or on any existing
+Dask cluster (``scheduler="tcp://host:8786"``, ``client=``): the unit of work is one source,
+coded in the worker by the same :func:`zipmodel.api.compress_file` /
+:func:`zipmodel.compress_dir` call, with the same options, that ``zipmodel compress`` makes,
+so every output is the container ``compress`` would write, written atomically by the api.
+No scheduler of our own (DESIGN.md §9).
+
+The client process appends one JSON line per source to ``OUTDIR/batch.jsonl`` as it finishes
+(flushed per line): status (``ok``, ``failed``, ``duplicate``), sizes, ratio, seconds, the
+worker, and the SHA-256 of source and output with the size and mtime of both. Running the
+same batch again skips a source when its last ``ok`` line still holds: the output's size and
+``mtime_ns`` equal the record (else its SHA-256 must), the source's size and ``mtime_ns``
+too (else its SHA-256 is recomputed and compared), same base and options. A source whose
+content equals another's in the batch (same size, then same SHA-256) is coded once; its line
+points to the one output. A worker that dies mid-task (killed, out of memory) has its task
+run again elsewhere by the scheduler while the nanny restarts it; a source that fails is
+recorded with its message and the others go on.
+
+Dask is an optional extra (``pip install 'zipmodel[batch]'``), imported only here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import MissingDependencyError, ZipmodelError
+
+__all__ = ["RECORD", "BatchItem", "BatchProgress", "BatchReport", "batch"]
+
+RECORD = "batch.jsonl"
+SUFFIX = ".zm"
+# A worker dying this often while running one task makes the scheduler give up on it
+# (distributed's ``allowed-failures``, whose default we keep); ``retries`` covers errors
+# raised by the task itself that may not recur (I/O on a network filesystem).
+DEFAULT_RETRIES = 2
+_HASH_BLOCK = 8 << 20
+
+
+@dataclass
+class BatchItem:
+    """One source of a batch and what became of it (one line of ``batch.jsonl``)."""
+
+    source: str
+    output: str
+    kind: str = "file"  # or "folder"
+    base: str | None = None
+    status: str = "pending"  # ok, failed, duplicate, skipped (resumed: recorded earlier)
+    record: dict[str, Any] = field(default_factory=dict)
+    error: BaseException | None = None  # for a failed item: the exception, when it came back
+
+    @property
+    def source_bytes(self) -> int:
+        return int(self.record.get("source_bytes", 0))
+
+    @property
+    def message(self) -> str:
+        return str(self.record.get("message", ""))
+
+
+@dataclass
+class BatchProgress:
+    """Where a batch stands, given to ``progress`` after each source."""
+
+    sources: int
+    done: int = 0  # finished this run: ok, duplicate or failed
+    failed: int = 0
+    skipped: int = 0  # recorded ok by an earlier run, left alone
+    bytes_total: int = 0  # source bytes to code this run
+    bytes_done: int = 0
+
+
+@dataclass
+class BatchReport:
+    output_dir: str
+    items: list[BatchItem]
+    seconds: float
+    workers: int  # the cluster's, when one was started or given; 0 when nothing ran
+
+    @property
+    def failed(self) -> list[BatchItem]:
+        return [i for i in self.items if i.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+# -- the task, run in a worker ----------------------------------------------------------------
+def _compress_task(
+    source: str, output: str, kind: str, base: str | None, options: dict, threads: int
+) -> dict[str, Any]:
+    """Compress one source as ``zipmodel compress`` does; the record's measured part.
+
+    Errors about the source itself (invalid, unsupported) come back as a ``failed`` record:
+    they would recur on every retry. Anything else is raised, and retried by Dask.
+    """
+    from . import api
+    from . import folder as folders
+
+    worker = _worker_name()
+    try:
+        t0 = time.perf_counter()
+        if kind == "folder":
+            rep = folders.compress_dir(
+                source, output, threads=threads, force=True, base=base, **options
+            )
+            out = {
+                "source_bytes": rep.original_bytes,
+                "output_bytes": rep.stored_bytes,
+                "ratio": round(rep.ratio, 6),
+                "source_sha256": tree_sha256(source),
+                "output_sha256": tree_sha256(output),
+            }
+        else:
+            rep = api.compress_file(
+                source, output, threads=threads, force=True, base=base, **options
+            )
+            out = {
+                "source_bytes": rep.input_bytes,
+                "output_bytes": rep.output_bytes,
+                "ratio": round(rep.ratio, 6),
+                "source_sha256": rep.summary.sha256,  # the index records it
+                "output_sha256": file_sha256(output),
+            }
+        out.update(
+            status="ok",
+            seconds=round(time.perf_counter() - t0, 4),
+            worker=worker,
+            threads=threads,
+        )
+        out.update(_stamps(source, output, kind))
+        return out
+    except ZipmodelError as exc:
+        return {"status": "failed", "message": str(exc), "hint": exc.hint, "worker": worker}
+
+
+def _hash_task(source: str, kind: str) -> str:
+    return tree_sha256(source) if kind == "folder" else file_sha256(source)
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"pid {os.getpid()}"
+
+
+# -- content hashes and cheap stamps -----------------------------------------------------------
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(_HASH_BLOCK)
+        view = memoryview(buf)
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def _tree_files(root: str | os.PathLike) -> list[tuple[str, Path]]:
+    """``(relative path, path)`` of every file under ``root`` (symlinks to files included:
+    a Hugging Face snapshot), sorted, so a folder hashes the same wherever it lies."""
+    root = Path(root)
+    found = []
+    for d, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in files:
+            p = Path(d) / name
+            if p.is_file():
+                found.append((p.relative_to(root).as_posix(), p))
+    return sorted(found)
+
+
+def tree_sha256(root: str | os.PathLike) -> str:
+    """SHA-256 over a folder: of the lines ``relative path NUL file SHA-256`` in path order."""
+    h = hashlib.sha256()
+    for rel, p in _tree_files(root):
+        h.update(f"{rel}\0{file_sha256(p)}\n".encode())
+    return h.hexdigest()
+
+
+def _stamp(path: str | os.PathLike, kind: str) -> tuple[int, int]:
+    """``(bytes, newest mtime_ns)`` of a file, or over a folder's files (a changed, added or
+    removed file moves one of them, short of a same-size edit that keeps the times)."""
+    if kind != "folder":
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+    size, mtime, n = 0, 0, 0
+    for _rel, p in _tree_files(path):
+        st = p.stat()
+        size, mtime, n = size + st.st_size, max(mtime, st.st_mtime_ns), n + 1
+    return size, mtime + n  # the file count moves it too
+
+
+def _stamps(source: str, output: str, kind: str) -> dict[str, int]:
+    s, o = _stamp(source, kind), _stamp(output, kind)
+    return {
+        "source_size": s[0],
+        "source_mtime_ns": s[1],
+        "output_size": o[0],
+        "output_mtime_ns": o[1],
+    }
+
+
+# -- planning: sources -> items ----------------------------------------------------------------
+def read_manifest(path: str | os.PathLike) -> list[dict[str, str | None]]:
+    """The lines ``{"source": PATH, "base": PATH?, "output": PATH?}`` of a JSONL manifest.
+
+    Relative ``source`` and ``base`` paths are relative to the manifest's folder; a relative
+    ``output`` to the batch's output folder.
+    """
+    where = Path(path).resolve().parent
+    entries = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ZipmodelError(f"line {n}: not JSON ({e.msg})", path=path) from None
+            if not isinstance(d, dict) or not isinstance(d.get("source"), str):
+                raise ZipmodelError(f'line {n}: wants {{"source": PATH, ...}}', path=path)
+            unknown = set(d) - {"source", "base", "output"}
+            if unknown:
+                raise ZipmodelError(f"line {n}: unknown keys {sorted(unknown)}", path=path)
+            for k in ("base", "output"):
+                if d.get(k) is not None and not isinstance(d[k], str):
+                    raise ZipmodelError(f"line {n}: {k} must be a path", path=path)
+            entries.append(
+                {
+                    "source": str(where / d["source"]),
+                    "base": str(where / d["base"]) if d.get("base") else None,
+                    "output": d.get("output"),
+                }
+            )
+    return entries
+
+
+def _plan(
+    entries: Iterable[Mapping[str, str | None]], out_dir: Path, default_base: str | None
+) -> tuple[list[BatchItem], list[tuple[str, str]]]:
+    """Items for the sources (absolute paths; output ``OUTDIR/NAME.zm`` unless named), and
+    ``(source, message)`` for sources skipped on purpose (already compressed)."""
+    from .folder import is_zm_folder
+
+    items: list[BatchItem] = []
+    skipped: list[tuple[str, str]] = []
+    outputs: dict[str, str] = {}
+    for e in entries:
+        src = Path(os.path.abspath(e["source"]))
+        base = e.get("base") or default_base
+        kind = "folder" if src.is_dir() else "file"
+        if src.name.endswith(SUFFIX) or (kind == "folder" and is_zm_folder(src)):
+            skipped.append((str(e["source"]), f"{e['source']}: already compressed -- ignored"))
+            continue
+        out = out_dir / (e.get("output") or src.name + SUFFIX)
+        out = Path(os.path.abspath(out))
+        if str(out) in outputs:
+            raise ZipmodelError(
+                f"{outputs[str(out)]} and {src} would both be written to {out}",
+                hint='name the outputs in a --manifest: {"source": ..., "output": ...}',
+            )
+        outputs[str(out)] = str(src)
+        items.append(
+            BatchItem(
+                str(src),
+                str(out),
+                kind,
+                os.path.abspath(base) if base else None,
+            )
+        )
+    return items, skipped
+
+
+def load_records(out_dir: str | os.PathLike) -> dict[tuple[str, str], dict[str, Any]]:
+    """The last record per ``(source, output)`` in ``OUTDIR/batch.jsonl`` (a torn last line,
+    from a client killed while writing it, is ignored)."""
+    records: dict[tuple[str, str], dict[str, Any]] = {}
+    path = Path(out_dir) / RECORD
+    if not path.exists():
+        return records
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+                records[(r["source"], r["item_output"])] = r
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return records
+
+
+def _still_holds(item: BatchItem, rec: Mapping[str, Any] | None, options: dict) -> bool:
+    """Whether ``rec`` (an earlier run's line) still describes ``item``: cheap stamps first,
+    SHA-256 only where a stamp moved."""
+    if rec is None or rec.get("status") not in ("ok", "duplicate"):
+        return False
+    if rec.get("base") != item.base or rec.get("options") != options:
+        return False
+    kind = rec.get("kind", "file")
+    if kind != item.kind:
+        return False
+    try:
+        for path, what in ((rec["output"], "output"), (item.source, "source")):
+            moved = _stamp(path, kind) != (rec[f"{what}_size"], rec[f"{what}_mtime_ns"])
+            if moved and _hash_task(path, kind) != rec[f"{what}_sha256"]:
+                return False
+    except (OSError, KeyError, TypeError):
+        return False
+    return True
+
+
+# -- the batch ---------------------------------------------------------------------------------
+def batch(
+    sources: Sequence[str | os.PathLike] = (),
+    output_dir: str | os.PathLike = "zm-batch",
+    *,
+    manifest: str | os.PathLike | None = None,
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    scheduler: str | None = None,
+    client: Any = None,
+    level: str = "default",
+    chunk_size: int | None = None,
+    min_size: int | None = None,
+    follow_symlinks: bool = False,
+    base: str | os.PathLike | None = None,
+    retries: int = DEFAULT_RETRIES,
+    progress: Callable[[BatchProgress], None] | None = None,
+    on_item: Callable[[BatchItem], None] | None = None,
+    lossy: Any = None,
+    **lossy_options: Any,
+) -> BatchReport:
+    """Compress many files and model folders into ``output_dir``, one Dask task each.
+
+    ``sources`` (files or folders) and/or ``manifest`` (a JSONL file of ``{"source", "base",
+    "output"}`` lines) say what; each output is ``output_dir/NAME.zm`` unless the manifest
+    names it (relative to ``output_dir``). ``base`` applies to every source without its own.
+    The options (``level``, ``chunk_size``, ``min_size`` and ``follow_symlinks`` for folders,
+    ``lossy``: a :class:`~zipmodel.options.LossyOptions` or a preset with its keywords,
+    as :func:`zipmodel.api.compress_file` takes them) are those of ``zipmodel compress``, and
+    so is every output, byte for byte.
+
+    Where it runs: ``client`` (a ``distributed.Client``), else ``scheduler`` (an address),
+    else a ``LocalCluster`` of ``workers`` processes (default: the cores //
+    ``threads_per_worker``) started here and closed at the end. Each worker process runs one
+    task at a time with ``threads_per_worker`` zipmodel threads, so its memory stays at
+    chunk size × threads whatever the models' sizes. Sources go largest first.
+
+    ``output_dir/batch.jsonl`` gets one line per source as it finishes; a source an earlier
+    run recorded ``ok`` is skipped when the record still holds (nothing is started when every
+    source is). ``progress`` is called with a :class:`BatchProgress` after each source,
+    ``on_item`` with its :class:`BatchItem`. An interruption (Ctrl-C) cancels the tasks,
+    closes a cluster started here and removes the temporaries of unfinished outputs before
+    it propagates. Returns a :class:`BatchReport`; failed sources are in it, not raised.
+    """
+    t0 = time.perf_counter()
+    out_dir = Path(output_dir)
+    entries: list[dict[str, str | None]] = [
+        {"source": os.fspath(s), "base": None, "output": None} for s in sources
+    ]
+    if manifest is not None:
+        entries += read_manifest(manifest)
+    if not entries:
+        raise ZipmodelError("nothing to compress", hint="name SOURCES or a --manifest FILE")
+    if threads_per_worker < 1:
+        raise ValueError("threads_per_worker must be at least 1")
+    from .options import LossyOptions
+
+    # what the api gets, as compress passes it (a bad combination fails here, before any
+    # cluster starts); recorded, so that a rerun with other options codes again
+    options: dict[str, Any] = {"level": level}
+    if chunk_size is not None:
+        options["chunk_size"] = chunk_size
+    lossy_opts = LossyOptions.of(lossy, **lossy_options)
+    if lossy_opts.enabled:
+        if base is not None:
+            raise ValueError("base= cannot be combined with a lossy stage")
+        options["lossy"] = lossy_opts
+    folder_options: dict[str, Any] = {"follow_symlinks": follow_symlinks}
+    if min_size is not None:
+        folder_options["min_size"] = min_size
+
+    items, skipped = _plan(entries, out_dir, os.fspath(base) if base is not None else None)
+    for src, msg in skipped:
+        item = BatchItem(src, "", status="skipped")
+        item.record = {"source": src, "status": "skipped", "message": msg}
+        items.append(item)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = load_records(out_dir)
+    state = BatchProgress(len(items))
+    pending: list[BatchItem] = []
+    for item in items:
+        if item.status == "skipped":
+            state.skipped += 1
+            continue
+        rec = records.get((item.source, item.output))
+        missing = not os.path.exists(item.source)
+        if not missing and _still_holds(item, rec, _record_options(item, options, folder_options)):
+            item.status, item.record = "skipped", dict(rec)
+            state.skipped += 1
+        else:
+            pending.append(item)
+    report = BatchReport(str(out_dir), items, 0.0, 0)
+    if progress:
+        progress(state)
+    if pending:
+        with _record_file(out_dir) as log:
+
+            def finish(item: BatchItem) -> None:
+                log.write(json.dumps(item.record, ensure_ascii=False) + "\n")
+                log.flush()
+                state.done += 1
+                state.failed += item.status == "failed"
+                state.bytes_done += item.source_bytes
+                if on_item:
+                    on_item(item)
+                if progress:
+                    progress(state)
+
+            for item in pending:  # sizes, for the order and to find candidate duplicates
+                try:
+                    item.record["source_bytes"] = _stamp(item.source, item.kind)[0]
+                except OSError as exc:  # gone: no cluster needed to say so
+                    _record(item, None, exc, options, folder_options)
+                    finish(item)
+            pending = [i for i in pending if i.status != "failed"]
+            state.bytes_total = sum(i.source_bytes for i in pending)
+            if progress:
+                progress(state)
+            if pending:
+                report.workers = _run(
+                    pending,
+                    options,
+                    folder_options,
+                    finish,
+                    workers=workers,
+                    threads=threads_per_worker,
+                    scheduler=scheduler,
+                    client=client,
+                    retries=retries,
+                )
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _record_options(item: BatchItem, options: dict, folder_options: dict) -> dict:
+    """The options as batch.jsonl records them (JSON values: a rerun compares them)."""
+    d = {**options, **folder_options} if item.kind == "folder" else dict(options)
+    if "lossy" in d:
+        d["lossy"] = d["lossy"].to_kwargs()
+    return json.loads(json.dumps(d))
+
+
+@contextlib.contextmanager
+def _record_file(out_dir: Path):
+    path = out_dir / RECORD
+    torn = False
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
+        if f.seek(0, os.SEEK_END) > 0:  # a client killed mid-line left a torn line: end it
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+    with open(path, "a", encoding="utf-8") as f:
+        if torn:
+            f.write("\n")
+        yield f
+
+
+def _client(workers: int | None, threads: int, scheduler: str | None, client: Any):
+    """``(client, cluster started here or None)``."""
+    try:
+        import distributed
+    except ImportError:
+        raise MissingDependencyError(
+            "zipmodel batch needs Dask distributed",
+            hint="pip install 'zipmodel[batch]'",
+        ) from None
+    if client is not None:
+        return client, None
+    if scheduler is not None:
+        return distributed.Client(scheduler), None
+    n = workers or max(1, (os.cpu_count() or 1) // threads)
+    cluster = distributed.LocalCluster(
+        n_workers=n,
+        threads_per_worker=1,  # one task per process; zipmodel's own threads inside it
+        processes=True,
+        dashboard_address=":0",  # no fixed port: another batch may run
+        # zipmodel bounds its memory itself; a memory-mapped source's pages count in RSS,
+        # which Dask's limit would mistake for a leak and kill the worker for.
+        memory_limit=0,
+        silence_logs=logging.CRITICAL,  # a failed source is reported once, by us
+    )
+    try:
+        return distributed.Client(cluster), cluster
+    except BaseException:
+        cluster.close()
+        raise
+
+
+def _run(
+    pending: list[BatchItem],
+    options: dict,
+    folder_options: dict,
+    finish: Callable[[BatchItem], None],
+    *,
+    workers: int | None,
+    threads: int,
+    scheduler: str | None,
+    client: Any,
+    retries: int,
+) -> int:
+    """Submit ``pending`` (duplicates once), ``finish`` each as it completes; the number of
+    workers."""
+    from distributed import as_completed
+
+    given = client
+    client, cluster = _client(workers, threads, scheduler, client)
+    futures: dict[Any, list[BatchItem]] = {}
+    started: list[BatchItem] = []
+    try:
+        n_workers = len(client.scheduler_info().get("workers", {}))
+        todo = pending
+        groups = _duplicates(client, todo)
+        todo.sort(key=lambda i: -i.source_bytes)
+        for item in todo:
+            if id(item) in groups.dups:
+                continue
+            Path(item.output).parent.mkdir(parents=True, exist_ok=True)
+            opts = {**options, **folder_options} if item.kind == "folder" else options
+            fut = client.submit(
+                _compress_task,
+                item.source,
+                item.output,
+                item.kind,
+                item.base,
+                opts,
+                threads,
+                key=f"zipmodel-compress-{hashlib.sha1(item.output.encode()).hexdigest()[:16]}"
+                f"-{os.getpid()}-{time.monotonic_ns()}",
+                pure=False,
+                retries=retries,
+                priority=item.source_bytes,  # largest first: the long ones do not come last
+            )
+            futures[fut] = [item, *groups.of.get(id(item), [])]
+            started.append(item)
+        for fut in as_completed(list(futures)):
+            primary, *dups = futures.pop(fut)
+            if fut.status == "finished":
+                res = fut.result()
+                exc = None
+            else:
+                res, exc = None, fut.exception()
+            _record(primary, res, exc, options, folder_options)
+            finish(primary)
+            for d in dups:
+                _record_duplicate(d, primary, options, folder_options)
+                finish(d)
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        if cluster is not None:  # our workers die with it; their temporaries go then
+            _close(client, cluster)
+            client = cluster = None
+            for item in started:
+                _sweep_temporaries(item.output)
+        raise
+    finally:
+        if client is not None and given is None:
+            _close(client, cluster)
+    for item in started:  # a killed worker's temporaries; no task of ours runs any more
+        _sweep_temporaries(item.output)
+    return n_workers
+
+
+def _close(client, cluster) -> None:
+    with contextlib.suppress(Exception):
+        client.close()
+    if cluster is not None:
+        with contextlib.suppress(Exception):
+            cluster.close()
+
+
+class _Groups:
+    def __init__(self):
+        self.of: dict[int, list[BatchItem]] = {}  # id(primary) -> its duplicates
+        self.dups: set[int] = set()  # id() of the duplicates (not submitted)
+
+
+def _duplicates(client, todo: list[BatchItem]) -> _Groups:
+    """Sources with equal content (and base): the first is coded, the others point to it.
+    Only sources of equal size are hashed (on the workers)."""
+    groups = _Groups()
+    by_size: dict[tuple, list[BatchItem]] = {}
+    for item in todo:
+        by_size.setdefault((item.kind, item.source_bytes, item.base), []).append(item)
+    candidates = [i for g in by_size.values() if len(g) > 1 for i in g]
+    if not candidates:
+        return groups
+    futs = client.map(
+        _hash_task,
+        [i.source for i in candidates],
+        [i.kind for i in candidates],
+        pure=False,
+        key=[
+            f"zipmodel-hash-{n}-{os.getpid()}-{time.monotonic_ns()}" for n in range(len(candidates))
+        ],
+    )
+    seen: dict[tuple, BatchItem] = {}
+    for item, fut in zip(candidates, futs):
+        try:
+            digest = fut.result()
+        except Exception:  # unreadable: its compress task reports why
+            continue
+        item.record["source_sha256"] = digest
+        key = (item.kind, item.base, digest)
+        first = seen.setdefault(key, item)
+        if first is not item:
+            groups.of.setdefault(id(first), []).append(item)
+            groups.dups.add(id(item))
+    return groups
+
+
+def _base_record(item: BatchItem, options: dict, folder_options: dict) -> dict[str, Any]:
+    return {
+        "source": item.source,
+        "item_output": item.output,  # where this source's own output would go: the key
+        "output": item.output,
+        "kind": item.kind,
+        "base": item.base,
+        "options": _record_options(item, options, folder_options),
+        "zipmodel": __version__,
+    }
+
+
+def _record(item, res, exc, options, folder_options) -> None:
+    rec = _base_record(item, options, folder_options)
+    if res is not None:
+        rec.update(res)
+    else:
+        rec.update(status="failed", message=_message(exc), hint="")
+    if rec["status"] != "ok":
+        rec["output"] = None
+        rec.setdefault("source_bytes", item.source_bytes)
+    rec["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    item.status, item.record, item.error = rec["status"], rec, exc
+
+
+def _record_duplicate(item: BatchItem, primary: BatchItem, options, folder_options) -> None:
+    rec = _base_record(item, options, folder_options)
+    p = primary.record
+    if primary.status != "ok":
+        rec.update(
+            status="failed",
+            output=None,
+            source_bytes=item.source_bytes,
+            message=f"same content as {primary.source}, which failed: {p.get('message', '')}",
+            hint=p.get("hint", ""),
+        )
+    else:
+        s = _stamp(item.source, item.kind)
+        rec.update(
+            status="duplicate",
+            output=primary.output,
+            duplicate_of=primary.source,
+            **{
+                k: p[k]
+                for k in ("source_bytes", "output_bytes", "ratio", "source_sha256", "output_sha256")
+            },
+            seconds=0.0,
+            worker=None,
+            source_size=s[0],
+            source_mtime_ns=s[1],
+            output_size=p["output_size"],
+            output_mtime_ns=p["output_mtime_ns"],
+        )
+    rec["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    item.status, item.record = rec["status"], rec
+
+
+def _message(exc: BaseException | None) -> str:
+    if exc is None:
+        return "failed"
+    if isinstance(exc, ZipmodelError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    name = type(exc).__name__
+    if name == "KilledWorker":
+        return "its worker died each time it ran it (out of memory?)"
+    return f"{name}: {exc}"
+
+
+# The temporaries the api names (zipmodel._io.atomic_output: .NAME.zmtmp-PID-XXXXXXXX; folder
+# outputs: .NAME.XXXXXXXX.tmp), matched here without the pid check of the api's own sweep:
+# the pid may be another machine's, and no task of this batch writes them any more.
+def _temp_pattern(name: str) -> re.Pattern[str]:
+    n = re.escape(f".{name}")
+    return re.compile(rf"{n}\.zmtmp-[0-9]{{1,10}}-[a-z0-9_]{{8}}|{n}\.[a-z0-9_]{{8}}\.tmp")
+
+
+def _sweep_temporaries(output: str) -> None:
+    p = Path(output)
+    pattern = _temp_pattern(p.name)
+    with contextlib.suppress(OSError):
+        for name in os.listdir(p.parent):
+            if pattern.fullmatch(name):
+                q = p.parent / name
+                if q.is_dir() and not q.is_symlink():
+                    shutil.rmtree(q, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        q.unlink()
