@@ -16,9 +16,9 @@ from safetensors.numpy import load_file, save_file
 
 import zipmodel
 from zipmodel import api, folder
-from zipmodel.base import BaseMismatchError
 from zipmodel.cli import cli
 from zipmodel.container.reader import ContainerReader
+from zipmodel.errors import BaseMismatchError
 from zipmodel.readers.base import TENSOR, Segment
 from zipmodel.stages.delta import (
     DELTA_STAGES,

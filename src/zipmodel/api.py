@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ._io import FileMeta, MemoryOutput, Source, atomic_output, finish_bytes, new_bytes
-from .base import BaseModel, context_for, decode_context, delta_chooser, using_base
+from .basemodel import BaseModel, context_for, decode_context, delta_chooser, using_base
 from .container.reader import ContainerReader
 from .dtypes import DType, dtype_from_hint, get_dtype, numpy_dtype
 from .errors import VerifyMismatchError, ZipmodelError

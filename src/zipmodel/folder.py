@@ -553,7 +553,7 @@ def compress_dir(
 def _fingerprint(path: Path) -> tuple[dict[tuple, str], set[tuple]]:
     """A weight file's tensors: content keys (dedup) and (name, dtype, shape) (deltas)."""
     from ._io import Source
-    from .base import _dedup_min, content_key
+    from .basemodel import _dedup_min, content_key
     from .readers import read_layout
 
     with Source.open(path) as source:
@@ -583,7 +583,7 @@ def _file_base(
     earlier weight file of this folder sharing the most bytes with this one: identical
     tensors (any name) and tensors of the same name, dtype and shape (delta candidates).
     """
-    from .base import BaseMismatchError, open_base
+    from .basemodel import BaseMismatchError, open_base
 
     if base is not None:
         try:
@@ -848,7 +848,7 @@ def _entry_base(
     (checked against its SHA-256 already); otherwise the stored one in ``root``, itself
     opened with its own base. A base from outside: ``base``, the folder it came from.
     """
-    from .base import BaseMismatchError, open_base
+    from .basemodel import BaseMismatchError, open_base
 
     if not e.base:
         return None

@@ -96,7 +96,7 @@ def load(
     ``base`` gives that base as a file, ``.zm`` or folder instead (docs/delta.md): a missing
     or different base raises, naming the SHA-256 the container expects.
     """
-    from .base import decode_context
+    from .basemodel import decode_context
 
     if isinstance(file, (str, os.PathLike)) and os.path.isdir(file):
         if context is not None:

@@ -207,16 +207,29 @@ class _ZmBase(BaseModel):
         name: str | None = None,
         owns_base: bool = False,
     ):
-        from .api import ZmFile
+        from .container.reader import ContainerReader
+        from .pipeline import check_context
 
         self._inner = base if owns_base else None
+        self._reader = ContainerReader(path)
+        idx = self._reader.index
+        # A .zm stored against a base of its own: opened without it, the index reads and
+        # decoding raises (naming that base's SHA-256), as zipmodel.open does.
+        self._missing_base = base is None and bool(idx.base)
         try:
-            self._zm = ZmFile(path, threads=1, base=base)  # a .zm stored against a base
+            context, opened = (None, None)
+            if not self._missing_base:
+                context, opened = context_for(idx, base, path=self._reader.name, threads=1)
+            check_context(idx, context, path=self._reader.name)
         except BaseException:
+            self._reader.close()
             if self._inner is not None:
                 self._inner.close()
             raise
-        idx = self._zm.index
+        self._context, self._opened = context, opened
+        self._index_of = {
+            e.segment.name: i for i, e in enumerate(idx.segments) if e.segment.kind == TENSOR
+        }
         entries = {
             e.segment.name: e.segment
             for e in idx.segments
@@ -231,7 +244,14 @@ class _ZmBase(BaseModel):
         self._loading: dict[str, threading.Lock] = {}
 
     def _hash(self) -> str:  # pragma: no cover - set from the index in __init__
-        return str(self._zm.source["sha256"])
+        return str(self._reader.index.source["sha256"])
+
+    def _decode(self, name: str) -> np.ndarray:
+        from .pipeline import decode_segment
+
+        if self._missing_base:  # raises, naming the base's SHA-256
+            context_for(self._reader.index, None, path=self._reader.name)
+        return decode_segment(self._reader, self._index_of[name], threads=1, context=self._context)
 
     def _read(self, b: Segment) -> np.ndarray:
         name = b.name or ""
@@ -246,7 +266,7 @@ class _ZmBase(BaseModel):
                 hit = self._cache.get(name)
             if hit is not None:
                 return hit
-            data = self._decoder.submit(self._zm.get_bytes, name).result()
+            data = self._decoder.submit(self._decode, name).result()
             data.flags.writeable = False
             with self._lock:
                 self._cache[name] = data
@@ -260,7 +280,9 @@ class _ZmBase(BaseModel):
     def close(self) -> None:
         self._cache.clear()
         self._decoder.shutdown()
-        self._zm.close()
+        self._reader.close()
+        if self._opened is not None:
+            self._opened.close()
         if self._inner is not None:
             self._inner.close()
 
