@@ -1,6 +1,6 @@
 """Model folders (Hugging Face style): ``X/`` → ``X.zm/`` and back, byte for byte.
 
-Each weight file becomes ``<path>.zm`` (through :func:`zipmodel.api.compress_file`); small files
+Each weight file becomes ``<path>.zm`` (through :func:`zipmodel.files.compress_file`); small files
 (config, tokenizer, index JSON, README) are copied unchanged, so the compressed folder stays
 readable. ``zipmodel.json`` at the output root lists every original file with its size, SHA-256
 and how it is stored (the format is specified in ``docs/folders.md``).
@@ -438,7 +438,7 @@ def compress_dir(
 ) -> FolderResult:
     """Compress the folder ``src_dir`` into the folder ``out_dir`` (default ``src_dir + ".zm"``).
 
-    ``lossy`` and ``lossy_options`` as in :func:`zipmodel.api.compress_file` (a
+    ``lossy`` and ``lossy_options`` as in :func:`zipmodel.files.compress_file` (a
     :class:`~zipmodel.options.LossyOptions`, or a preset and its fields as keywords),
     applied to every weight file; the manifest keeps the originals' SHA-256.
 
@@ -454,7 +454,7 @@ def compress_dir(
     or the same names: several models compressed together) is stored against the earlier
     file that shares the most: repeated tensors cost nothing, related ones a delta.
     """
-    from . import api
+    from .files import compress_file
     from .pipeline import DEFAULT_CHUNK_SIZE
 
     t0 = time.perf_counter()
@@ -499,7 +499,7 @@ def compress_dir(
                 cb = ticker.file()
                 bm, base_rec = _file_base(src, rel, path, base, prints, entries, dedup, threads)
                 try:
-                    rep = api.compress_file(
+                    rep = compress_file(
                         path,
                         zm_dst,
                         level=level,
@@ -780,7 +780,8 @@ def decompress_dir(
     :func:`read_manifest`. ``base``: the base folder the folder was compressed against, when
     it was (files stored against an earlier file of the folder need nothing).
     """
-    from . import api
+    from .files import decompress_file
+    from .zmfile import open as open_zm
 
     t0 = time.perf_counter()
     src = Path(src_dir)
@@ -810,11 +811,11 @@ def decompress_dir(
                 # a base inside the folder is an earlier file: restored and checked by now
                 bm = _entry_base(e, manifest, tmp, base, threads, restored=True)
                 try:
-                    with api.open(stored, base=bm) as f:
+                    with open_zm(stored, base=bm) as f:
                         sha, n = f.source["sha256"], int(f.source["size"])
                     _check_entry(e, n, sha, stored)  # before decoding: fail fast
                     cb = ticker.file()
-                    api.decompress_file(
+                    decompress_file(
                         stored,
                         dst,
                         threads=threads,
@@ -950,7 +951,7 @@ def verify_dir(
     :class:`VerifyMismatchError` naming the file. ``base``: as for :func:`decompress_dir` (a
     file stored against an earlier one is checked against that one's stored form).
     """
-    from . import api
+    from .files import verify_file
 
     t0 = time.perf_counter()
     root = Path(path)
@@ -981,7 +982,7 @@ def verify_dir(
             cb = ticker.file()
             bm = _entry_base(e, manifest, root, base, threads, restored=False)
             try:
-                rep = api.verify_file(stored, against=other, threads=threads, progress=cb, base=bm)
+                rep = verify_file(stored, against=other, threads=threads, progress=cb, base=bm)
             finally:
                 if bm is not None:
                     bm.close()

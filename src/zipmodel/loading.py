@@ -155,8 +155,8 @@ def _load_folder(
     stored as a copy (compressing it did not pay) is read through an in-memory container.
     ``link_root``: where stored files may also be reached through symlinks (a Hugging Face
     cache snapshot links into its ``blobs``)."""
-    from .api import compress_bytes
     from .errors import ZipmodelError
+    from .files import compress_bytes
     from .folder import COPY, _entry_base, _inside, is_zm_folder, read_manifest, weight_entries
 
     if not is_zm_folder(root):
