@@ -29,7 +29,7 @@ from types import ModuleType
 
 __all__ = ["KERNEL_MODULES", "compiled_here", "kernels", "set_reporter"]
 
-KERNEL_MODULES = ("split", "xxh3", "huffman", "rans", "rans2d", "frame", "choose")
+KERNEL_MODULES = ("split", "xxh3", "huffman", "rans", "rans2d", "frame", "choose", "kquant")
 
 # reporter(event, kernel, seconds): event is "start" or "end" of one top-level compile
 Reporter = Callable[[str, str, float], None]
