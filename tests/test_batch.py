@@ -22,10 +22,10 @@ from safetensors.numpy import save_file
 
 pytest.importorskip("distributed")
 
-import zipmodel  # noqa: E402
-from zipmodel import api  # noqa: E402
-from zipmodel.batching import RECORD, batch, load_records  # noqa: E402
-from zipmodel.cli import cli  # noqa: E402
+import zipmodel
+from zipmodel import api
+from zipmodel.batching import RECORD, batch, load_records
+from zipmodel.cli import cli
 
 # distributed's own teardown may warn about closed comms; the suite turns warnings into errors
 pytestmark = pytest.mark.filterwarnings("ignore:.*:ResourceWarning", "ignore::DeprecationWarning")
@@ -117,9 +117,10 @@ def test_outputs_are_compress_outputs_and_restore(sources, tmp_path, cluster):
         assert r["output_size"] == r["output_bytes"] or r["kind"] == "folder"
         if r["kind"] == "file":
             assert r["source_sha256"] == api.open(r["output"]).source["sha256"]
-            assert r["output_sha256"] == __import__("hashlib").sha256(
-                Path(r["output"]).read_bytes()
-            ).hexdigest()
+            assert (
+                r["output_sha256"]
+                == __import__("hashlib").sha256(Path(r["output"]).read_bytes()).hexdigest()
+            )
     assert no_temporaries(out)
 
 

@@ -1,0 +1,117 @@
+"""zipmodel batch against the shell: models/s and MB/s on four real model files.
+
+    python benches/batch.py [--runs 3] [--corpus ~/.cache/zipmodel-corpus]
+
+Ways of compressing the same four files (76-98 MB each) into a fresh folder, each timed
+``--runs`` times in shuffled order after one warm-up round (the sources are then in the page
+cache for every way alike), medians reported:
+
+- ``zipmodel batch --workers 1`` and ``--workers 2`` (a LocalCluster; its start is counted),
+- a shell loop of ``zipmodel compress`` (``-T 0``: every core on each file in turn),
+- ``xargs -P 2 zipmodel compress -T 1`` (two files at a time, one thread each),
+
+then a rerun of the finished batch (resume: everything skipped). Prints a Markdown table
+(docs/batch.md holds the one measured there). Model files are never committed: they come from
+the corpus (shared/corpus/fetch.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FILES = [
+    "minilm_fp32.safetensors",
+    "whisper_tiny_ct2.bin",
+    "craft_mlt_25k.pth",
+    "smollm2-135m-q4_1.gguf",
+]
+ZIPMODEL = [sys.executable, "-m", "zipmodel"]
+
+
+def ways(files: list[str]) -> dict[str, callable]:
+    quoted = " ".join(f"'{f}'" for f in files)
+    zm = " ".join(ZIPMODEL)
+    return {
+        "zipmodel batch --workers 1": lambda out: [
+            *ZIPMODEL, "batch", *files, "-o", out, "--workers", "1", "-q",
+        ],
+        "zipmodel batch --workers 2": lambda out: [
+            *ZIPMODEL, "batch", *files, "-o", out, "--workers", "2", "-q",
+        ],
+        "for f in ...; zipmodel compress (-T 0)": lambda out: [
+            "bash", "-c", f"for f in {quoted}; do {zm} compress \"$f\" -o '{out}' -q || exit 1; done",
+        ],
+        "xargs -P 2 zipmodel compress -T 1": lambda out: [
+            "bash", "-c",
+            f"printf '%s\\n' {quoted} | xargs -P 2 -I{{}} {zm} compress {{}} -o '{out}' -T 1 -q",
+        ],
+    }  # fmt: skip
+
+
+def timed(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument(
+        "--corpus",
+        type=Path,
+        default=Path(os.environ.get("ZIPMODEL_CORPUS", Path.home() / ".cache/zipmodel-corpus")),
+    )
+    args = ap.parse_args()
+    files = [str(args.corpus / f) for f in FILES]
+    missing = [f for f in files if not os.path.exists(f)]
+    if missing:
+        sys.exit(f"missing corpus files (shared/corpus/fetch.sh): {missing}")
+    mb = sum(os.path.getsize(f) for f in files) / 1e6
+    table = ways(files)
+    times: dict[str, list[float]] = {k: [] for k in table}
+    with tempfile.TemporaryDirectory(prefix="zm-bench-batch-") as tmp:
+
+        def one(name: str) -> float:
+            out = Path(tmp) / "out"
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            return timed(table[name](str(out)))
+
+        for name in table:  # warm-up: page cache, Numba cache
+            one(name)
+        order = [n for n in table for _ in range(args.runs)]
+        random.Random(0).shuffle(order)
+        for name in order:
+            times[name].append(one(name))
+            print(f"  {name}: {times[name][-1]:.2f} s", file=sys.stderr)
+        out = Path(tmp) / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        subprocess.run(table["zipmodel batch --workers 2"](str(out)), check=True)
+        resume = [timed(table["zipmodel batch --workers 2"](str(out))) for _ in range(args.runs)]
+
+    one_worker = statistics.median(times["zipmodel batch --workers 1"])
+    print(f"\n{len(files)} models, {mb:.0f} MB, {os.cpu_count()} cores, medians of {args.runs}\n")
+    print("| way | seconds | models/s | MB/s | vs batch --workers 1 |")
+    print("|---|---:|---:|---:|---:|")
+    for name, ts in times.items():
+        s = statistics.median(ts)
+        print(
+            f"| `{name}` | {s:.2f} | {len(files) / s:.2f} | {mb / s:.0f} | {one_worker / s:.2f}x |"
+        )
+    print(
+        f"| `zipmodel batch` again (resume: all skipped) | {statistics.median(resume):.2f} | | | |"
+    )
+
+
+if __name__ == "__main__":
+    main()
