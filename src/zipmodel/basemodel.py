@@ -34,6 +34,7 @@ import numpy as np
 
 from ._io import Source
 from .errors import BaseMismatchError, ZipmodelError
+from .formats import SUFFIX, WEIGHT_SUFFIXES
 from .readers.base import TENSOR, Segment
 from .stages.tensor import StageContext
 
@@ -47,9 +48,6 @@ __all__ = [
     "resolve_base_file",
     "using_base",
 ]
-
-SUFFIX = ".zm"
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
 
 
 class BaseModel:
@@ -298,7 +296,7 @@ def resolve_base_file(
     (``compress ft/model.safetensors --base base_folder/``), unless ``exact``. Returns ``(path, manifest
     entry or None)``; raises :class:`BaseMismatchError` when nothing matches.
     """
-    from .folder import MANIFEST, is_zm_folder, read_manifest
+    from .folder.manifest import MANIFEST, is_zm_folder, read_manifest
 
     if is_zm_folder(base_dir):
         manifest = read_manifest(base_dir)

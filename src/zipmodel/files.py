@@ -23,6 +23,7 @@ from .basemodel import BaseModel, decode_context, delta_chooser, using_base
 from .container.reader import ContainerReader
 from .dtypes import DType, dtype_from_hint
 from .errors import VerifyMismatchError, ZipmodelError
+from .formats import SUFFIX
 from .options import LossyOptions
 from .pipeline import (
     DEFAULT_CHUNK_SIZE,
@@ -53,7 +54,6 @@ __all__ = [
     "verify_file",
 ]
 
-SUFFIX = ".zm"
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
 

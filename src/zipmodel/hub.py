@@ -631,7 +631,7 @@ def _default_restore(repo_id: str, commit: str) -> Path:
 def _reusable(out: Path, manifest: FolderResult, *, check: bool) -> bool:
     """Whether ``out`` already holds the restored files: trusted in the default location (it
     is renamed into place only when complete); else every size and SHA-256 is compared."""
-    from .folder import _hash_file
+    from .folder.fs import hash_file
 
     if not out.is_dir():
         return False
@@ -639,6 +639,6 @@ def _reusable(out: Path, manifest: FolderResult, *, check: bool) -> bool:
         p = out / e.path
         if not p.is_file() or p.stat().st_size != e.size:
             return False
-        if check and _hash_file(p)[1] != e.sha256:
+        if check and hash_file(p)[1] != e.sha256:
             return False
     return True

@@ -157,7 +157,8 @@ def _load_folder(
     cache snapshot links into its ``blobs``)."""
     from .errors import ZipmodelError
     from .files import compress_bytes
-    from .folder import COPY, _entry_base, _inside, is_zm_folder, read_manifest, weight_entries
+    from .folder.manifest import COPY, inside, is_zm_folder, read_manifest, weight_entries
+    from .folder.restore import entry_base
 
     if not is_zm_folder(root):
         raise ZipmodelError(
@@ -172,7 +173,7 @@ def _load_folder(
     out: dict[str, Any] = {}
     where: dict[str, str] = {}
     for e in files:
-        stored = _inside(root, e.stored_path, root, link_root)
+        stored = inside(root, e.stored_path, root, link_root)
         kw = {"framework": framework, "threads": threads, "state_dict": state_dict}
         if e.stored == COPY:
             try:
@@ -183,7 +184,7 @@ def _load_folder(
                 compress_bytes(data, level="fast", threads=threads, name=e.path), device, **kw
             )
         else:
-            bm = _entry_base(e, manifest, root, base, threads, restored=False)
+            bm = entry_base(e, manifest, root, base, threads, restored=False)
             try:
                 part = load(stored, device, base=bm, **kw)
             finally:

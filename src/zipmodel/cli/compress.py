@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..dtypes import HINT_CHOICES
-from ..formats import FORMATS
+from ..formats import FORMATS, SUFFIX
 from ._options import (
     base_option,
     check_rules,
@@ -27,8 +27,6 @@ from ._options import (
 )
 from ._output import Output, dtype_table, human_bytes, quality_table
 from ._stdin import STDIN_NAME, default_paths, spooled_stdin
-
-SUFFIX = ".zm"
 
 # What compress refuses before any work, as (condition, message) on its options.
 RULES = (
