@@ -383,6 +383,8 @@ def _asym_fit(x, w, base, bs, L, lo):
             c = 0.0
             a = sxl / sl2
         return a, c
+    if sl2 > 0.0:  # every level equal (a constant sub-block): no min
+        return sxl / sl2, 0.0
     return 0.0, 0.0
 
 
@@ -649,14 +651,16 @@ def quantize_q6_k(x, w, out, effort):
         for j in range(0, 256, 128):
             ql = o + j // 2
             qh = o + 128 + j // 4
-            for l in range(32):
-                q1 = int64(L[j + l])
-                q2 = int64(L[j + l + 32])
-                q3 = int64(L[j + l + 64])
-                q4 = int64(L[j + l + 96])
-                out[ql + l] = uint8((q1 & 0xF) | ((q3 & 0xF) << 4))
-                out[ql + l + 32] = uint8((q2 & 0xF) | ((q4 & 0xF) << 4))
-                out[qh + l] = uint8((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6))
+            for ll in range(32):
+                q1 = int64(L[j + ll])
+                q2 = int64(L[j + ll + 32])
+                q3 = int64(L[j + ll + 64])
+                q4 = int64(L[j + ll + 96])
+                out[ql + ll] = uint8((q1 & 0xF) | ((q3 & 0xF) << 4))
+                out[ql + ll + 32] = uint8((q2 & 0xF) | ((q4 & 0xF) << 4))
+                out[qh + ll] = uint8(
+                    (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6)
+                )
         for j in range(16):
             out[o + 192 + j] = uint8(q[j] & 255)
         _put16(out, o + 208, h)
@@ -676,12 +680,12 @@ def quantize_q3_k(x, w, out, effort):
             if L[j] > 3:
                 out[o + (j % 32)] = uint8(out[o + (j % 32)] | (1 << (j // 32)))
         for j in range(0, 256, 128):
-            for l in range(32):
-                out[o + 32 + j // 4 + l] = uint8(
-                    (int64(L[j + l]) & 3)
-                    | ((int64(L[j + l + 32]) & 3) << 2)
-                    | ((int64(L[j + l + 64]) & 3) << 4)
-                    | ((int64(L[j + l + 96]) & 3) << 6)
+            for ll in range(32):
+                out[o + 32 + j // 4 + ll] = uint8(
+                    (int64(L[j + ll]) & 3)
+                    | ((int64(L[j + ll + 32]) & 3) << 2)
+                    | ((int64(L[j + ll + 64]) & 3) << 4)
+                    | ((int64(L[j + ll + 96]) & 3) << 6)
                 )
         s = o + 96
         for j in range(12):
@@ -718,7 +722,9 @@ def quantize_iq4_xs(x, w, out, effort):
         _put16(out, o + 2, sh)
         for i in range(8):
             for j in range(16):
-                out[o + 8 + 16 * i + j] = uint8(int64(L[32 * i + j]) | (int64(L[32 * i + 16 + j]) << 4))
+                out[o + 8 + 16 * i + j] = uint8(
+                    int64(L[32 * i + j]) | (int64(L[32 * i + 16 + j]) << 4)
+                )
 
 
 @njit(**_H)
@@ -734,19 +740,21 @@ def _quantize_qk(x, w, out, effort, nmax, nbytes):
         _pack_scales_k4(out, o + 4, sc, mm)
         if nmax == 15:
             for j in range(0, 256, 64):
-                for l in range(32):
-                    out[o + 16 + j // 2 + l] = uint8(int64(L[j + l]) | (int64(L[j + l + 32]) << 4))
+                for ll in range(32):
+                    out[o + 16 + j // 2 + ll] = uint8(
+                        int64(L[j + ll]) | (int64(L[j + ll + 32]) << 4)
+                    )
         else:
             for i in range(32):
                 out[o + 16 + i] = uint8(0)
             for n in range(0, 256, 64):
                 sh = n // 32  # bit of qh for the first 32 of this 64
-                for l in range(32):
-                    l1 = int64(L[n + l])
-                    l2 = int64(L[n + l + 32])
+                for ll in range(32):
+                    l1 = int64(L[n + ll])
+                    l2 = int64(L[n + ll + 32])
                     hb = (l1 >> 4) << sh | (l2 >> 4) << (sh + 1)
-                    out[o + 16 + l] = uint8(out[o + 16 + l] | hb)
-                    out[o + 48 + n // 2 + l] = uint8((l1 & 0xF) | ((l2 & 0xF) << 4))
+                    out[o + 16 + ll] = uint8(out[o + 16 + ll] | hb)
+                    out[o + 48 + n // 2 + ll] = uint8((l1 & 0xF) | ((l2 & 0xF) << 4))
 
 
 @njit(nogil=True, cache=True)
@@ -782,16 +790,16 @@ def dequantize_q6_k(b, out):
         for n in range(0, 256, 128):
             ql = o + n // 2
             qh = o + 128 + n // 4
-            for l in range(32):
-                h = int64(b[qh + l])
-                a0 = int64(b[ql + l])
-                a1 = int64(b[ql + l + 32])
+            for ll in range(32):
+                h = int64(b[qh + ll])
+                a0 = int64(b[ql + ll])
+                a1 = int64(b[ql + ll + 32])
                 qv = ((a0 & 0xF) | ((h & 3) << 4), (a1 & 0xF) | (((h >> 2) & 3) << 4),
                       (a0 >> 4) | (((h >> 4) & 3) << 4), (a1 >> 4) | (((h >> 6) & 3) << 4))  # fmt: skip
                 for t in range(4):
-                    s = int64(b[o + 192 + n // 16 + l // 16 + 2 * t])
+                    s = int64(b[o + 192 + n // 16 + ll // 16 + 2 * t])
                     s = s - 256 if s > 127 else s
-                    out[y + n + l + 32 * t] = (d * np.float32(s)) * np.float32(qv[t] - 32)
+                    out[y + n + ll + 32 * t] = (d * np.float32(s)) * np.float32(qv[t] - 32)
 
 
 @njit(nogil=True, cache=True)
@@ -810,9 +818,9 @@ def dequantize_q3_k(b, out):
                 n = e // 128
                 r = e % 128
                 shift = 2 * (r // 32)
-                l = r % 32
-                ql = (int64(b[o + 32 + 32 * n + l]) >> shift) & 3
-                hb = (int64(b[o + l]) >> (e // 32)) & 1
+                ll = r % 32
+                ql = (int64(b[o + 32 + 32 * n + ll]) >> shift) & 3
+                hb = (int64(b[o + ll]) >> (e // 32)) & 1
                 out[y + e] = dl * np.float32(ql - (0 if hb else 4))
 
 
@@ -824,7 +832,9 @@ def dequantize_iq4_xs(b, out):
         d = np.float32(f16_value(_get16(b, o)))
         sh = _get16(b, o + 2)
         for ib in range(8):
-            lv = ((int64(b[o + 4 + ib // 2]) >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)
+            lv = ((int64(b[o + 4 + ib // 2]) >> (4 * (ib % 2))) & 0xF) | (
+                ((sh >> (2 * ib)) & 3) << 4
+            )
             dl = d * np.float32(lv - 32)
             for j in range(16):
                 c = int64(b[o + 8 + 16 * ib + j])
@@ -845,13 +855,13 @@ def _dequantize_qk(b, out, nmax, nbytes):
             ml = dm * np.float32(m)
             half = j // 2
             shift = 4 * (j % 2)
-            for l in range(32):
+            for ll in range(32):
                 if nmax == 15:
-                    qv = (int64(b[o + 16 + 32 * half + l]) >> shift) & 0xF
+                    qv = (int64(b[o + 16 + 32 * half + ll]) >> shift) & 0xF
                 else:
-                    qv = (int64(b[o + 48 + 32 * half + l]) >> shift) & 0xF
-                    qv |= ((int64(b[o + 16 + l]) >> j) & 1) << 4
-                out[y + 32 * j + l] = dl * np.float32(qv) - ml
+                    qv = (int64(b[o + 48 + 32 * half + ll]) >> shift) & 0xF
+                    qv |= ((int64(b[o + 16 + ll]) >> j) & 1) << 4
+                out[y + 32 * j + ll] = dl * np.float32(qv) - ml
 
 
 @njit(nogil=True, cache=True)
