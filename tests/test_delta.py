@@ -19,11 +19,11 @@ from zipmodel import api, folder
 from zipmodel.cli import cli
 from zipmodel.container.reader import ContainerReader
 from zipmodel.errors import BaseMismatchError
+from zipmodel.pipeline.deltas import choose_delta
 from zipmodel.readers.base import TENSOR, Segment
 from zipmodel.stages.delta import (
     DELTA_STAGES,
     SAME,
-    choose_delta,
     delta_itemsize,
 )
 from zipmodel.stages.tensor import StageContext

@@ -99,10 +99,10 @@ def prefault(arr: np.ndarray, *, threads: int = 1, min_size: int = 1 << 20) -> N
     if len(cuts) <= 2:
         advise(start, end - start, _MADV_POPULATE_WRITE)
         return
-    from .pipeline.workers import _pool
+    from .threads import worker_pool
 
     list(
-        _pool(threads).map(
+        worker_pool(threads).map(
             lambda ab: advise(ab[0], ab[1] - ab[0], _MADV_POPULATE_WRITE),
             itertools.pairwise(cuts),
         )
@@ -230,9 +230,9 @@ class MemoryOutput:
 
         blocks = range((n + self.BLOCK - 1) // self.BLOCK)
         if threads > 1 and len(blocks) > 1:
-            from .pipeline.workers import _pool
+            from .threads import worker_pool
 
-            list(_pool(threads).map(copy, blocks))
+            list(worker_pool(threads).map(copy, blocks))
         else:
             for k in blocks:
                 copy(k)

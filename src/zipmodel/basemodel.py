@@ -434,7 +434,8 @@ def delta_chooser(
     smallest of standalone, ``xor``, ``sub``, or ``same`` (see :func:`plan_deltas`). With
     ``content``, a tensor equal to a base tensor of another name (found by content hash) is
     ``same`` with that name (a reference costs its index entry)."""
-    from .stages.delta import SameAsBase, plan_deltas
+    from .pipeline.deltas import plan_deltas
+    from .stages.delta import SameAsBase
 
     ctx = base.context()
     chosen = plan_deltas(data, segments, ctx, level=level, chunk_size=chunk_size, threads=threads)

@@ -585,7 +585,7 @@ def load(
     ``base``: the base folder of a model pushed with ``--base``.
     """
     from .folder import weight_entries
-    from .loading import _load_folder
+    from .loading import load_folder
 
     common = _common(token, endpoint, cache_dir)
     snap, repo_root, manifest = _snapshot_manifest(repo_id, revision, common)
@@ -601,7 +601,7 @@ def load(
             if ref in by_path:
                 todo.append(by_path[ref])
     _fetch(repo_id, snap.name, list(need.values()), common, revision)
-    return _load_folder(
+    return load_folder(
         snap,
         device,
         framework=framework,

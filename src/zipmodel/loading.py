@@ -101,7 +101,7 @@ def load(
     if isinstance(file, (str, os.PathLike)) and os.path.isdir(file):
         if context is not None:
             raise ValueError("context= applies to one container, not to a folder")
-        return _load_folder(
+        return load_folder(
             Path(file), device, framework=framework, threads=threads, state_dict=state_dict,
             base=base,
         )  # fmt: skip
@@ -140,7 +140,7 @@ def load(
         return views
 
 
-def _load_folder(
+def load_folder(
     root: Path,
     device: Any,
     *,

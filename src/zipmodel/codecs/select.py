@@ -177,7 +177,7 @@ def encode_stream(
         fused = _field_order0(data, policy)
         if fused is not None:
             final, best, order0_best, probe_est = fused
-            if not final and policy.general and _structure_pays(data, probe_est, policy):
+            if not final and policy.general and structure_pays(data, probe_est, policy):
                 best = _try_general(data, policy, best, limit, order0_best)
             return best[1], best[2], best[3]
     if kind == "field" and not use_context and _near_random(data, 8.0 * (1.0 - policy.min_gain)):
@@ -212,7 +212,7 @@ def encode_stream(
             best = _consider(best, policy, limit, c, c.encode(data, layout), False)
     if policy.general:
         probe_est = entropy_bytes(histogram(data[:PROBE])) if n > PROBE else floor
-        if kind != "field" or policy.general_on_fields or _structure_pays(data, probe_est, policy):
+        if kind != "field" or policy.general_on_fields or structure_pays(data, probe_est, policy):
             order0_best = min((e for e, _ in scored), default=float(n))
             best = _try_general(data, policy, best, limit, order0_best)
     _, cid, payload, used_ctx = best
@@ -350,7 +350,7 @@ _NO_RANS_FREQ = np.zeros(256, np.int64)
 _local = threading.local()
 
 
-def _structure_pays(data: np.ndarray, est: float, policy: CodecPolicy) -> bool:
+def structure_pays(data: np.ndarray, est: float, policy: CodecPolicy) -> bool:
     """Whether zstd may beat order-0 coding on a field stream: zstd -1 on the first
     :data:`PROBE` bytes against ``est``, their order-0 entropy in bytes."""
     if not policy.probe_fields:

@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from ..pipeline.chunk import _decode_chunk_into
-from ..pipeline.decode import _BATCH, _Job, _run_jobs, segment_jobs
+from ..pipeline.chunk import decode_chunk_into
+from ..pipeline.decode import DecodeJob, run_jobs, segment_jobs
 from ..stages.tensor import StageContext, TensorStage
+from ..threads import BATCH_BYTES
 
 __all__ = ["Backend", "StagingRing", "TorchCuda", "load_segments", "ring_size"]
 
@@ -102,9 +103,9 @@ class StagingRing:
 def ring_size(threads: int, max_chunk: int) -> int:
     """Bytes the ring needs so that no chunk falls back: the decode window holds up to
     ``2 × threads`` batches in flight, one batch being formed and one being copied, each at
-    most ``_BATCH`` bytes plus one chunk; twice that, as a wrap can skip up to a chunk at the
+    most ``BATCH_BYTES`` bytes plus one chunk; twice that, as a wrap can skip up to a chunk at the
     end of the ring and copies complete after they are issued."""
-    per_batch = _BATCH + max_chunk
+    per_batch = BATCH_BYTES + max_chunk
     return 2 * ((2 * threads + 2) * per_batch + max_chunk)
 
 
@@ -135,7 +136,7 @@ def load_segments(
     regions: deque[list | None] = deque()  # per job, in job order: its ring region
     stages: dict[str, TensorStage] = {}
 
-    def jobs() -> Iterator[_Job]:
+    def jobs() -> Iterator[DecodeJob]:
         for o in owners:
             e = segs[o]
             if e.stage is not None:  # a stage decodes it: its result is copied
@@ -149,7 +150,7 @@ def load_segments(
                 got = ring.take(size) if ring is not None else None
                 buf, region = got if got is not None else (np.empty(size, np.uint8), None)
                 regions.append(region)
-                job = _Job(c, _decoder(reader, c, buf, base + rel), o, size)
+                job = DecodeJob(c, _decoder(reader, c, buf, base + rel), o, size)
                 job.last = c == e.first_chunk + e.n_chunks - 1
                 yield job
 
@@ -158,7 +159,7 @@ def load_segments(
     kept = 0
     limit = ring.size if ring is not None else ring_size(threads, 0)
     try:
-        for job, res in _run_jobs(jobs(), threads):
+        for job, res in run_jobs(jobs(), threads):
             region = regions.popleft()
             if res is None:
                 continue
@@ -185,7 +186,7 @@ def _chunks(e) -> range:
 
 def _decoder(reader, c: int, buf: np.ndarray, src_offset: int):
     def run() -> tuple[int, np.ndarray]:
-        _decode_chunk_into(reader, c, buf)
+        decode_chunk_into(reader, c, buf)
         return src_offset, buf
 
     return run

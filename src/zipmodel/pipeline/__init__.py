@@ -15,6 +15,7 @@ at about ``threads × 2`` chunks whatever the file size.
 
 from __future__ import annotations
 
+from ..threads import resolve_threads
 from .chunk import BufferPool, EncodedChunk, decode_chunk, encode_chunk
 from .compress import CompressResult, Progress, StageChooser, compress_layout, encode_stage
 from .decode import check_context, decode_segment, iter_segments, iter_source, segment_jobs
@@ -27,7 +28,6 @@ from .plan import (
     find_duplicates,
     plan_chunks,
 )
-from .workers import resolve_threads
 
 __all__ = [
     "DEDUP_MIN",

@@ -267,7 +267,7 @@ def _check_streams(frame: Frame, index, row, path, offset) -> None:
         )
 
 
-def _decode_chunk_into(reader, i: int, buf: np.ndarray) -> None:
+def decode_chunk_into(reader, i: int, buf: np.ndarray) -> None:
     """Read chunk ``i``'s frame (into this thread's frame buffer) and decode it into ``buf``."""
     index = reader.index
     row = index.chunks[i]

@@ -28,9 +28,16 @@ from ..dtypes import get_dtype
 from ..errors import ZipmodelError
 from ..readers.base import TENSOR, Layout, Segment
 from ..stages.tensor import StageContext, Staged, TensorStage
+from ..threads import (
+    BATCH_BYTES,
+    BATCH_ITEMS,
+    batches,
+    resolve_threads,
+    windowed_pairs,
+    worker_pool,
+)
 from .chunk import BufferPool, EncodedChunk, encode_chunk
-from .plan import ChunkPlan, CompressOptions, _part_plans, _range_plans, find_duplicates
-from .workers import _BATCH, _BATCH_ITEMS, _batches, _pool, _windowed_pairs, resolve_threads
+from .plan import ChunkPlan, CompressOptions, find_duplicates, part_plans, range_plans
 
 Progress = Callable[[int, int], None]  # called with (source bytes done, source bytes in all)
 
@@ -211,7 +218,7 @@ def compress_layout(
     chunk_rows: list[tuple] = []
     stream_rows: list[tuple] = []
     seconds: dict[str, float] = {}
-    pool = BufferPool(4 * threads * _BATCH_ITEMS + 4)
+    pool = BufferPool(4 * threads * BATCH_ITEMS + 4)
 
     def run_stage(i: int) -> StagedTensor | None:
         seg = segments[i]
@@ -244,7 +251,7 @@ def compress_layout(
                 continue
             if i not in chosen:
                 tensor = seg.kind == TENSOR
-                ps = _range_plans(
+                ps = range_plans(
                     i,
                     seg.offset,
                     seg.size,
@@ -258,19 +265,19 @@ def compress_layout(
                 continue
             while nxt < len(order) and (order[nxt] == i or len(ahead) < threads):
                 k = order[nxt]
-                ahead[k] = _pool(threads).submit(run_stage, k) if threads > 1 else None
+                ahead[k] = worker_pool(threads).submit(run_stage, k) if threads > 1 else None
                 nxt += 1
             fut = ahead.pop(i)
             res = fut.result() if fut is not None else run_stage(i)
             del fut
             if res is None:  # declined: coded as it is
                 chosen.pop(i)
-                ps = _range_plans(i, seg.offset, seg.size, seg.dtype, seg.shape, options.chunk_size)
+                ps = range_plans(i, seg.offset, seg.size, seg.dtype, seg.shape, options.chunk_size)
                 ranges.append((n, len(ps)))
                 n += len(ps)
                 yield from ps
                 continue
-            ps, part_ranges = _part_plans(i, seg, res.staged.parts, n, options.chunk_size)
+            ps, part_ranges = part_plans(i, seg, res.staged.parts, n, options.chunk_size)
             ranges.append((n, len(ps)))
             n += len(ps)
             records[i] = _stage_record(res, part_ranges)
@@ -291,12 +298,12 @@ def compress_layout(
     done = 0
     hasher = _Hasher(data, release)  # SHA-256 of the whole source on its own thread
     if threads <= 1:
-        pairs = _windowed_pairs(plans(), work, threads)
-    else:  # small chunks in tasks of ~1 MiB (see _run_jobs), a few frames each
+        pairs = windowed_pairs(plans(), work, threads)
+    else:  # small chunks in tasks of ~1 MiB (see run_jobs), a few frames each
         pairs = (
             pair
-            for batch, encs in _windowed_pairs(
-                _batches(plans(), _BATCH, _BATCH_ITEMS), lambda b: [work(p) for p in b], threads
+            for batch, encs in windowed_pairs(
+                batches(plans(), BATCH_BYTES, BATCH_ITEMS), lambda b: [work(p) for p in b], threads
             )
             for pair in zip(batch, encs)
         )

@@ -12,9 +12,9 @@ from ..container.index import Index, SegmentEntry
 from ..errors import CorruptDataError, FormatError, ZipmodelError
 from ..stages import get_stage
 from ..stages.tensor import StageContext, TensorStage
-from .chunk import _decode_chunk_into
+from ..threads import BATCH_BYTES, batches, resolve_threads, windowed_pairs
+from .chunk import decode_chunk_into
 from .plan import DEFAULT_CHUNK_SIZE
-from .workers import _BATCH, _batches, _windowed_pairs, resolve_threads
 
 
 def check_context(index: Index, ctx: StageContext | None, *, path=None) -> None:
@@ -33,7 +33,7 @@ def check_context(index: Index, ctx: StageContext | None, *, path=None) -> None:
         )
 
 
-class _Job:
+class DecodeJob:
     """One unit of decoding work: a chunk (or, for a staged tensor stored in no chunks, just
     the stage). ``run()`` returns ``(destination offset, bytes)`` or ``None``. ``tensor`` is
     set on the last job of a whole-tensor stage: its bytes are ``tensor.result`` once every
@@ -45,7 +45,7 @@ class _Job:
         self.chunk = chunk
         self.run = run
         self.segment = segment
-        self.size = size  # bytes it decodes (batches small jobs, see _run_jobs)
+        self.size = size  # bytes it decodes (batches small jobs, see run_jobs)
         self.last = False  # the segment's bytes are complete when this job is
         self.tensor: _StagedDecode | None = None
         self.dest = 0  # with ``tensor``: the source offset of the tensor's bytes
@@ -97,10 +97,10 @@ class _StagedDecode:
                 if self._parts is None:
                     self._parts = [np.empty(p.size, np.uint8) for p in self.entry.stage.parts]
                 buf = self._parts[part][rel : rel + size]
-            _decode_chunk_into(self.reader, c, buf)
+            decode_chunk_into(self.reader, c, buf)
         else:
             buf = self.out[rel : rel + size] if self.out is not None else np.empty(size, np.uint8)
-            _decode_chunk_into(self.reader, c, buf)
+            decode_chunk_into(self.reader, c, buf)
             self._decode([buf], buf, rel)
             piece = (rel, buf)
         with self._lock:
@@ -133,11 +133,11 @@ def segment_jobs(
     *,
     context: StageContext | None = None,
     stages: dict[str, TensorStage] | None = None,
-) -> list[_Job]:
+) -> list[DecodeJob]:
     """The jobs that decode segment ``i`` (into ``out``, its size, when given).
 
     A duplicate segment decodes the chunks of the segment it repeats. Each job's result is
-    ``(source offset, bytes)`` of a piece, or ``None`` (see :class:`_Job`).
+    ``(source offset, bytes)`` of a piece, or ``None`` (see :class:`DecodeJob`).
     """
     idx = reader.index
     e = idx.segments[i]
@@ -152,10 +152,10 @@ def segment_jobs(
 
             def run(c=c, rel=rel, size=size):
                 buf = out[rel : rel + size] if out is not None else np.empty(size, np.uint8)
-                _decode_chunk_into(reader, c, buf)
+                decode_chunk_into(reader, c, buf)
                 return dest0 + rel, buf
 
-            jobs.append(_Job(c, run, i, size))
+            jobs.append(DecodeJob(c, run, i, size))
         if jobs:
             jobs[-1].last = True
         return jobs
@@ -179,9 +179,9 @@ def segment_jobs(
                 piece = t.chunk(k, c)
                 return None if piece is None else (dest0 + piece[0], piece[1])
 
-            jobs.append(_Job(c, run, i, int(rows[c]["raw_size"])))
+            jobs.append(DecodeJob(c, run, i, int(rows[c]["raw_size"])))
     if not jobs:  # a stage that stores nothing (e.g. identical to the base)
-        jobs.append(_Job(None, lambda: t.finish(), i))
+        jobs.append(DecodeJob(None, lambda: t.finish(), i))
     jobs[-1].last = True
     if whole:
         jobs[-1].tensor = t
@@ -189,11 +189,11 @@ def segment_jobs(
     return jobs
 
 
-def _run_jobs(jobs, threads: int) -> Iterator[tuple[_Job, tuple[int, np.ndarray] | None]]:
+def run_jobs(jobs, threads: int) -> Iterator[tuple[DecodeJob, tuple[int, np.ndarray] | None]]:
     """Run ``jobs`` on ``threads`` threads; yield ``(job, result)`` in order. A whole-tensor
     stage's last job yields the decoded tensor (complete by then: every job before it is).
 
-    On several threads, consecutive small jobs run as one task of about ``_BATCH`` bytes: a
+    On several threads, consecutive small jobs run as one task of about ``BATCH_BYTES`` bytes: a
     task costs ~25 us of hand-offs between threads, and most tensors are far smaller than a
     chunk (minilm: 139 chunks, 96 of them under 64 KiB)."""
     if threads <= 1:
@@ -201,8 +201,8 @@ def _run_jobs(jobs, threads: int) -> Iterator[tuple[_Job, tuple[int, np.ndarray]
     else:
         pairs = (
             pair
-            for batch, results in _windowed_pairs(
-                _batches(jobs, _BATCH), lambda b: [j.run() for j in b], threads
+            for batch, results in windowed_pairs(
+                batches(jobs, BATCH_BYTES), lambda b: [j.run() for j in b], threads
             )
             for pair in zip(batch, results)
         )
@@ -230,13 +230,13 @@ def iter_source(
     threads = resolve_threads(threads)
     cache: dict[str, TensorStage] = {}
 
-    def jobs() -> Iterator[_Job]:
+    def jobs() -> Iterator[DecodeJob]:
         for i, e in enumerate(reader.index.segments):
             seg = e.segment
             dest = out[seg.offset : seg.end] if out is not None else None
             yield from segment_jobs(reader, i, dest, context=context, stages=cache)
 
-    for _job, res in _run_jobs(jobs(), threads):
+    for _job, res in run_jobs(jobs(), threads):
         if res is not None:
             yield res
 
@@ -258,15 +258,15 @@ def iter_segments(
     threads = resolve_threads(threads)
     cache: dict[str, TensorStage] = {}
 
-    def jobs() -> Iterator[_Job]:
+    def jobs() -> Iterator[DecodeJob]:
         for i, buf in work:
             js = segment_jobs(reader, i, buf, context=context, stages=cache)
             if not js:  # an empty segment: nothing to decode
-                js = [_Job(None, lambda: None, i)]
+                js = [DecodeJob(None, lambda: None, i)]
                 js[0].last = True
             yield from js
 
-    for job, _res in _run_jobs(jobs(), threads):
+    for job, _res in run_jobs(jobs(), threads):
         if job.last:
             yield job.segment
 

@@ -111,7 +111,7 @@ def encode_frame_fused(raw: np.ndarray, src_offset: int, transform, policy, buf:
     chooser handles (``codecs.select.frame_fusable``). Returns ``(frame, infos)``, or None
     when the Python path must code the chunk: another transform or level, or a stream the
     level's zstd probe says may have structure (rare on weights: tested on every stream)."""
-    from ..codecs.select import _structure_pays, chooser_args, frame_fusable
+    from ..codecs.select import chooser_args, frame_fusable, structure_pays
     from ..container.frames import StreamInfo
 
     if not _LITTLE or transform.transform_id not in (1, 2, 3) or not frame_fusable(policy):
@@ -146,7 +146,7 @@ def encode_frame_fused(raw: np.ndarray, src_offset: int, transform, policy, buf:
         codec, decoded, encoded, final = (int(v) for v in s.info[j])
         if not final and policy.general:
             stream = s.streams[j * per : (j + 1) * per]
-            if _structure_pays(stream, float(s.res[j, 1]), policy):
+            if structure_pays(stream, float(s.res[j, 1]), policy):
                 return None  # zstd may win: the Python chooser decides the whole chunk
         infos.append(StreamInfo(codec, 0xFF, decoded, encoded))
     from ..container.frames import HEADROOM

@@ -53,7 +53,7 @@ class ChunkPlan:
     credit: int | None = None  # source bytes done once it is written (default: ``size``)
 
 
-def _range_plans(
+def range_plans(
     segment: int,
     start: int,
     size: int,
@@ -67,12 +67,12 @@ def _range_plans(
     if size % t.itemsize:
         t = transform_for(None)  # not whole elements (unknown packing): code the bytes whole
     step = max(t.itemsize, chunk_size - chunk_size % t.itemsize)
-    row_len = _row_len(shape)
+    rows = row_len(shape)
     plans = []
     for off in range(start, start + size, step):
         lay = None
-        if row_len > 1:
-            lay = (row_len, ((off - start) // t.itemsize) % row_len)
+        if rows > 1:
+            lay = (rows, ((off - start) // t.itemsize) % rows)
         plans.append(ChunkPlan(segment, off, min(step, start + size - off), t, lay, part))
     return plans
 
@@ -93,7 +93,7 @@ def plan_chunks(
             continue
         first = len(plans)
         tensor = seg.kind == TENSOR
-        plans += _range_plans(
+        plans += range_plans(
             i,
             seg.offset,
             seg.size,
@@ -142,7 +142,7 @@ def find_duplicates(
     return dups
 
 
-def _row_len(shape: tuple[int, ...] | None) -> int:
+def row_len(shape: tuple[int, ...] | None) -> int:
     """Elements per row when a tensor is viewed as a matrix (first axis x the rest), else 0."""
     if not shape or len(shape) < 2:
         return 0
@@ -152,7 +152,7 @@ def _row_len(shape: tuple[int, ...] | None) -> int:
     return n if shape[0] > 1 else 0
 
 
-def _part_plans(
+def part_plans(
     i: int, seg: Segment, parts: list, first: int, chunk_size: int
 ) -> tuple[list[ChunkPlan], list[tuple[int, int]]]:
     """Chunk plans for a staged tensor's parts, one after the other, and each part's
@@ -160,7 +160,7 @@ def _part_plans(
     plans: list[ChunkPlan] = []
     ranges = []
     for part in parts:
-        more = _range_plans(
+        more = range_plans(
             i,
             seg.offset,
             int(part.data.size),

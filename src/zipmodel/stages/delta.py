@@ -16,7 +16,8 @@ back bit for bit), and any whole-element byte range of the part decodes on its o
 chunks decode independently like plain ones. A third stage, ``same``, stores a tensor equal
 to the base's as no parts at all (a frozen layer, or a tensor repeated across a folder).
 
-Whether a delta pays is measured, not guessed: :func:`choose_delta` codes the tensor (or a
+Whether a delta pays is measured, not guessed: :func:`zipmodel.pipeline.deltas.choose_delta`
+codes the tensor (or a
 sample of its chunks) standalone, as ``xor`` and as ``sub`` with the chunk encoder the
 container uses, and keeps the smallest, so a base never makes a file larger. A heavily
 changed tensor (a re-initialised head) keeps coding standalone.
@@ -24,9 +25,8 @@ changed tensor (a re-initialised head) keeps coding standalone.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -40,13 +40,12 @@ __all__ = [
     "DELTA_STAGES",
     "SAME",
     "STAGES",
-    "DeltaChoice",
     "SameAsBase",
     "SubDelta",
     "XorDelta",
-    "choose_delta",
+    "base_of",
     "delta_itemsize",
-    "plan_deltas",
+    "part_type",
 ]
 
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -59,7 +58,7 @@ def delta_itemsize(seg: Segment) -> int:
     return size if size in _UINT and seg.size % size == 0 else 1
 
 
-def _part_type(seg: Segment) -> tuple[str, tuple[int, ...]]:
+def part_type(seg: Segment) -> tuple[str, tuple[int, ...]]:
     """The delta part's dtype and shape: the tensor's, or bytes for packed/unknown types."""
     dt = get_dtype(seg.dtype or "")
     if dt is None or dt.itemsize == 0 or seg.size % dt.itemsize:
@@ -71,7 +70,7 @@ def _words(buf: np.ndarray, itemsize: int) -> np.ndarray:
     return buf.view(_UINT[itemsize])
 
 
-def _base_of(seg: Segment, ctx: StageContext) -> np.ndarray | None:
+def base_of(seg: Segment, ctx: StageContext) -> np.ndarray | None:
     """The base tensor's bytes when it fits ``seg`` (same byte size), else ``None``."""
     if ctx.base is None:
         return None
@@ -103,11 +102,11 @@ class _Delta(TensorStage):
         raise NotImplementedError
 
     def encode(self, tensor: np.ndarray, seg: Segment, ctx: StageContext) -> Staged | None:
-        base = _base_of(seg, ctx)
+        base = base_of(seg, ctx)
         if base is None or seg.kind != TENSOR:
             return None
         part = self.forward(tensor, base, delta_itemsize(seg))
-        dtype, shape = _part_type(seg)
+        dtype, shape = part_type(seg)
         return Staged([Part("delta", dtype, part, shape)])
 
     def part_sizes(self, seg: Segment, params: dict[str, Any]) -> list[int]:
@@ -124,7 +123,7 @@ class _Delta(TensorStage):
         ctx: StageContext,
         offset: int = 0,
     ) -> None:
-        base = _base_of(seg, ctx)
+        base = base_of(seg, ctx)
         if base is None:
             raise _no_base(seg.name, seg)
         (delta,) = parts
@@ -195,9 +194,9 @@ class SameAsBase(TensorStage):
     def _base(seg: Segment, params: dict[str, Any], ctx: StageContext) -> np.ndarray | None:
         ref = params.get("tensor")
         if ref is None:
-            return _base_of(seg, ctx)
+            return base_of(seg, ctx)
         shape = params.get("shape")
-        return _base_of(
+        return base_of(
             replace(seg, name=ref, shape=seg.shape if shape is None else tuple(shape)), ctx
         )
 
@@ -247,114 +246,3 @@ DELTA_STAGES: dict[str, _Delta] = {s.name: s for s in (XorDelta(), SubDelta())}
 SAME = SameAsBase()
 # The registry's view (zipmodel.stages.get_stage): container name -> class.
 STAGES: dict[str, type[TensorStage]] = {"xor": XorDelta, "sub": SubDelta, "same": SameAsBase}
-
-
-@dataclass
-class DeltaChoice:
-    """What :func:`choose_delta` measured for one tensor (coded bytes of the sample)."""
-
-    stage: TensorStage | None  # None: standalone codes smallest
-    staged: Staged | None
-    sizes: dict[str, int]  # "standalone" / "xor" / "sub" -> coded bytes of the sample
-    sampled: int  # tensor bytes the sizes cover
-
-
-SAMPLE_PIECES = 4  # pieces coded per candidate for a tensor larger than SAMPLE_BYTES
-SAMPLE_BYTES = 512 << 10  # tensor bytes coded per candidate, at most
-
-
-def choose_delta(
-    tensor: np.ndarray,
-    seg: Segment,
-    ctx: StageContext,
-    *,
-    level: str = "default",
-    chunk_size: int = 1 << 20,
-) -> DeltaChoice:
-    """Code ``tensor`` standalone and as each delta; keep whichever is smallest.
-
-    A tensor of up to :data:`SAMPLE_BYTES` is coded whole (in chunks of ``chunk_size``), a
-    larger one by :data:`SAMPLE_PIECES` pieces of ``SAMPLE_BYTES / SAMPLE_PIECES`` spread
-    evenly over it (the same pieces for every candidate): measuring costs at most about
-    three times that much coding per tensor, whatever its size. Ties go to standalone,
-    then ``xor``: the simplest that is as small. A tensor equal to the base's is ``same``
-    (no parts) without coding anything.
-    """
-    from ..codecs.select import policy_for_level
-    from ..pipeline.chunk import encode_chunk
-    from ..pipeline.plan import _row_len
-    from . import transform_for
-
-    base = _base_of(seg, ctx)
-    if base is None or seg.kind != TENSOR or seg.size == 0:
-        return DeltaChoice(None, None, {}, 0)
-    if np.array_equal(tensor, base):  # unchanged: costs nothing but its index entry
-        return DeltaChoice(SAME, Staged([]), {"same": 0}, seg.size)
-    policy = policy_for_level(level)
-    dtype, shape = _part_type(seg)
-    t = transform_for(dtype)
-    if seg.size % t.itemsize:
-        t = transform_for(None)
-    # the tensor alone is coded as the pipeline would (a GGUF block type by its own split)
-    t_alone = transform_for(seg.dtype)
-    if seg.size % t_alone.itemsize:
-        t_alone = transform_for(None)
-    itemsize = delta_itemsize(seg)
-    unit = math.lcm(t.itemsize, t_alone.itemsize, itemsize)  # every chunk whole elements
-    if seg.size <= SAMPLE_BYTES:
-        step = max(unit, chunk_size - chunk_size % unit)
-        starts = list(range(0, seg.size, step))
-    else:
-        piece = min(chunk_size, SAMPLE_BYTES // SAMPLE_PIECES)
-        step = max(unit, piece - piece % unit)
-        last = (seg.size - step) // unit
-        starts = sorted({int(x) * unit for x in np.linspace(0, last, SAMPLE_PIECES).round()})
-    row_len = _row_len(shape)
-
-    def coded(candidate, tr=t) -> int:
-        total = 0
-        for a in starts:
-            b = min(a + step, seg.size)
-            lay = (row_len, (a // tr.itemsize) % row_len) if row_len > 1 else None
-            total += encode_chunk(candidate(a, b), a, tr, policy, lay).frame_size
-        return total
-
-    sizes = {"standalone": coded(lambda a, b: tensor[a:b], t_alone)}
-    for name, stage in DELTA_STAGES.items():
-        sizes[name] = coded(lambda a, b, s=stage: s.forward(tensor[a:b], base[a:b], itemsize))
-    sampled = sum(min(step, seg.size - a) for a in starts)
-    best = min(sizes, key=lambda k: (sizes[k], k != "standalone", k != "xor"))
-    if best == "standalone":
-        return DeltaChoice(None, None, sizes, sampled)
-    stage = DELTA_STAGES[best]
-    return DeltaChoice(stage, stage.encode(tensor, seg, ctx), sizes, sampled)
-
-
-def plan_deltas(
-    data: np.ndarray,
-    segments: Sequence[Segment],
-    ctx: StageContext,
-    *,
-    level: str = "default",
-    chunk_size: int = 1 << 20,
-    threads: int = 0,
-) -> dict[int, TensorStage]:
-    """Measure every tensor of ``segments`` (bytes in ``data``) against the base in ``ctx``.
-
-    Returns ``{segment offset: stage}`` for the tensors a delta (or ``same``) stores smaller;
-    a tensor missing from the base, or of another dtype or shape, or one that codes smaller
-    alone, is not in it. The measurements run on ``threads`` threads (0: every core).
-    """
-    from ..pipeline.workers import _windowed, resolve_threads
-
-    cands = [s for s in segments if s.kind == TENSOR and s.size and _base_of(s, ctx) is not None]
-
-    def one(seg: Segment) -> tuple[int, TensorStage | None]:
-        c = choose_delta(data[seg.offset : seg.end], seg, ctx, level=level, chunk_size=chunk_size)
-        return seg.offset, c.stage
-
-    chosen = {}
-    for off, stage in _windowed(cands, one, resolve_threads(threads)):
-        if stage is not None:
-            chosen[off] = stage
-    return chosen
