@@ -12,11 +12,16 @@ import os
 
 __all__ = [
     "BaseMismatchError",
+    "CT2Error",
     "CorruptDataError",
     "FormatError",
+    "GGUFError",
     "HubError",
     "MissingDependencyError",
     "OutputExistsError",
+    "SafetensorsError",
+    "SourceFormatError",
+    "TorchFormatError",
     "UnknownCodecError",
     "UnsupportedError",
     "VerifyMismatchError",
@@ -53,6 +58,28 @@ class FormatError(ZipmodelError, ValueError):
         if offset is not None:
             message = f"{message} (at byte {offset})"
         super().__init__(message, path=path, hint=hint)
+
+
+class SourceFormatError(FormatError):
+    """A source file is not valid in the format it claims (the reason is the message). Readers
+    raise a subclass; ``read_layout`` then compresses the file as opaque bytes (with a note)
+    or, when that format was asked for, raises :class:`FormatError` naming the file."""
+
+
+class SafetensorsError(SourceFormatError):
+    """The file is not a valid safetensors file."""
+
+
+class TorchFormatError(SourceFormatError):
+    """The file is not a PyTorch checkpoint this reader understands (zip or legacy pickle)."""
+
+
+class GGUFError(SourceFormatError):
+    """The file is not a valid GGUF file."""
+
+
+class CT2Error(SourceFormatError):
+    """Not a CTranslate2 model file this reader understands."""
 
 
 class CorruptDataError(FormatError):

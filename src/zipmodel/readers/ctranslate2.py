@@ -16,6 +16,7 @@ import struct
 
 import numpy as np
 
+from ..errors import CT2Error  # (defined there; importable from here)
 from .base import TENSOR, VERBATIM, Layout, Segment
 
 __all__ = ["CT2Error", "looks_like_ctranslate2", "read_ctranslate2"]
@@ -23,10 +24,6 @@ __all__ = ["CT2Error", "looks_like_ctranslate2", "read_ctranslate2"]
 _TYPES = {0: "F32", 1: "I8", 2: "I16", 3: "I32", 4: "F16", 5: "BF16"}
 _WIDTH = {"F32": 4, "I8": 1, "I16": 2, "I32": 4, "F16": 2, "BF16": 2}
 MAX_VARIABLES = 1_000_000
-
-
-class CT2Error(ValueError):
-    """Not a CTranslate2 model file this reader understands."""
 
 
 def looks_like_ctranslate2(data: np.ndarray) -> bool:

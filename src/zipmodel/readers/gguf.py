@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..dtypes import GGUF_BLOCKS
+from ..errors import GGUFError  # (defined there; importable from here)
 from .base import TENSOR, VERBATIM, Layout, Segment
 
 __all__ = ["GGML_TYPES", "GGUFError", "looks_like_gguf", "read_gguf"]
@@ -59,10 +60,6 @@ _SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 _INT_FMT = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 10: "<Q", 11: "<q"}
 # Metadata kept in the index (small scalars that say what the file is).
 _KEEP = ("general.architecture", "general.name", "general.file_type")
-
-
-class GGUFError(ValueError):
-    """The file is not a valid GGUF file (the reason is the message)."""
 
 
 def looks_like_gguf(data: np.ndarray) -> bool:

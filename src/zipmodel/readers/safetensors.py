@@ -14,16 +14,13 @@ from typing import Any
 import numpy as np
 
 from ..dtypes import get_dtype
+from ..errors import SafetensorsError  # (defined there; importable from here)
 from .base import TENSOR, VERBATIM, Layout, Segment
 
 __all__ = ["MAX_HEADER", "SafetensorsError", "looks_like_safetensors", "read_safetensors"]
 
 MAX_HEADER = 100_000_000  # the limit the safetensors library itself enforces
 MAX_RANK = 64
-
-
-class SafetensorsError(ValueError):
-    """The file is not a valid safetensors file (the reason is the message)."""
 
 
 def looks_like_safetensors(data: np.ndarray) -> bool:

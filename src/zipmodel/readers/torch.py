@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..dtypes import get_dtype
+from ..errors import TorchFormatError  # (defined there; importable from here)
 from .base import TENSOR, VERBATIM, Layout, Segment
 
 __all__ = [
@@ -127,10 +128,6 @@ TORCH_DTYPES: dict[str, tuple[str | None, int]] = {
     "quint8": ("U8", 1),
     "qint32": ("I32", 4),
 }
-
-
-class TorchFormatError(ValueError):
-    """Not a PyTorch checkpoint this reader understands (the reason is the message)."""
 
 
 # ---------------------------------------------------------------------------------------
