@@ -42,7 +42,6 @@ from .zstd import ZstdCodec
 __all__ = [
     "LEVELS",
     "CodecPolicy",
-    "decode_stream",
     "encode_stream",
     "entropy_bytes",
     "histogram",
@@ -359,12 +358,3 @@ def structure_pays(data: np.ndarray, est: float, policy: CodecPolicy) -> bool:
         return True
     z = ZstdCodec(1).encode(data[:PROBE])
     return len(z) < 0.98 * est
-
-
-def decode_stream(codec_id: int, payload: memoryview, out: np.ndarray, context=None) -> None:
-    """Decode one stream into ``out`` with the codec of ``codec_id``."""
-    c = get_codec(codec_id)
-    if context is not None:
-        c.decode(payload, out, context)
-    else:
-        c.decode(payload, out)

@@ -254,11 +254,6 @@ class ContainerReader:
         self.index.validate(idx_off, path=path)
 
     # -- frames --------------------------------------------------------------------------
-    def read_frame(self, chunk: int) -> bytes:
-        """The bytes of chunk ``chunk``'s frame."""
-        row = self.index.chunks[chunk]
-        return self._pread(int(row["frame_offset"]), int(row["frame_size"]))
-
     def read_frame_into(self, chunk: int) -> tuple[np.ndarray, int]:
         """Read chunk ``chunk``'s frame into this thread's frame buffer (see ``frames``).
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import BinaryIO
 
-import numpy as np
-
 from .._checksum import xxh3_64
 from .format import (
     FILE_HEADER,
@@ -98,9 +96,3 @@ class ContainerWriter:
         offset, size = self.write_frame(parts)
         self._write([TRAILER.pack(offset, size, TRAILER_MAGIC)])
         return self.pos
-
-
-def empty_tables() -> tuple[np.ndarray, np.ndarray]:
-    from .format import CHUNK_DTYPE, STREAM_DTYPE
-
-    return np.zeros(0, CHUNK_DTYPE), np.zeros(0, STREAM_DTYPE)
