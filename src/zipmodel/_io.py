@@ -77,13 +77,12 @@ _madvise = None
 def prefault(arr: np.ndarray, *, threads: int = 1, min_size: int = 1 << 20) -> None:
     """Prepare a fresh output buffer that several threads are about to fill.
 
-    Asks Linux for transparent huge pages (as numpy does for its big arrays: first-touching
-    45 MB measured 38 ms with 4 KiB pages and 8-10 ms with 2 MiB ones), then maps every
-    page now (``MADV_POPULATE_WRITE``), in ``threads`` disjoint 2 MiB-aligned slices at once.
-    Two decoding threads faulting the same huge pages in waited on each other: minilm_fp32
-    into fresh memory decoded in 35-85 ms (median 85) on 2 threads; populated first, in
-    35-39 ms. Contents are untouched; a no-op off Linux, for small buffers, and where the
-    kernel lacks the advice (before 5.14).
+    Asks Linux for transparent huge pages (as numpy does for its big arrays: first touches
+    of 4 KiB pages cost several times more), then maps every page now
+    (``MADV_POPULATE_WRITE``), in ``threads`` disjoint 2 MiB-aligned slices at once: two
+    decoding threads faulting the same huge pages in wait on each other (the timings are in
+    benches/results-design-notes.md). Contents are untouched; a no-op off Linux, for small
+    buffers, and where the kernel lacks the advice (before 5.14).
     """
     n = int(arr.nbytes)
     if n < min_size or not _advise_huge(arr):

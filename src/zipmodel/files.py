@@ -397,7 +397,7 @@ def decompress_file(
     """Restore the original file from the container ``src`` (default output: ``src`` minus ``.zm``).
 
     Every frame's checksum and every chunk's content checksum are verified as it is decoded;
-    ``check_sha256`` also recomputes the source's SHA-256 (about 1.5 GB/s on one core). The
+    ``check_sha256`` also recomputes the source's SHA-256 (one more pass over the output). The
     output is written atomically: an error leaves no partial file. ``src`` may be a seekable
     binary file object and ``dst`` a writable one (then written in order, not atomically).
     With ``meta`` the restored file gets the permission bits and times of the container file

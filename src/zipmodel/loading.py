@@ -231,11 +231,9 @@ def _tensor_memory(sizes: list[int]) -> list[np.ndarray]:
     most tensors are smaller (minilm: 101 of 103), so their memory came in 4 KiB page faults
     during decoding, which a VM makes expensive. Blocks stay at or under 16 MiB so that, as
     with an array per tensor, glibc can hand a later load the memory an earlier one freed (it
-    recycles freed blocks of up to 32 MiB) instead of fresh pages. minilm_bf16 (``default``,
-    2 threads, a fresh process per load, medians of 7): 75 ms with an array per tensor, 67 ms
-    with blocks; mapping the blocks' pages in up front on the pool (``_io.prefault``) gave
-    73 ms, and made repeated loads in one process slower (memory already mapped). A block is
-    freed with the last tensor in it.
+    recycles freed blocks of up to 32 MiB) instead of fresh pages. Mapping the blocks' pages
+    in up front (``_io.prefault``) did not pay here (benches/results-design-notes.md). A
+    block is freed with the last tensor in it.
     """
     out: list[np.ndarray] = []
     start = 0

@@ -57,8 +57,8 @@ class CompressResult:
 class _Hasher:
     """SHA-256 of a whole source, computed on a thread of its own while chunks are coded.
 
-    hashlib releases the GIL, so on one encoding thread the hash (1.5 GB/s, 13-15% of the
-    work) overlaps coding instead of following it.
+    hashlib releases the GIL, so on one encoding thread the hash (a good part of the work,
+    benches/results-design-notes.md) overlaps coding instead of following it.
     """
 
     BLOCK = 8 << 20

@@ -116,9 +116,9 @@ def find_duplicates(
     """Segments whose bytes equal an earlier segment's: ``{index: earlier index}``.
 
     Tied embeddings, shared layers and repeated tables are then coded once. Only segments of
-    a size another segment has too are candidates (this runs before any chunk is coded:
-    hashing every segment took 5-13 ms of the corpus files, the candidates 3-5 ms); they are
-    found by XXH3 and confirmed byte for byte.
+    a size another segment has too are candidates (this runs before any chunk is coded, so
+    it hashes as little as it can; benches/results-design-notes.md); they are found by XXH3
+    and confirmed byte for byte.
     """
     segs = layout.segments
     sizes = Counter(seg.size for seg in segs if seg.size >= DEDUP_MIN)
