@@ -1,7 +1,7 @@
 """The Hugging Face Hub: push a model compressed, pull it back as a normal model folder.
 
 >>> from zipmodel import hub
->>> hub.upload("me/tiny-llama-zm", "tiny-llama/")     # compress_dir + create_repo + upload_folder
+>>> hub.push("me/tiny-llama-zm", "tiny-llama/")       # compress_dir + create_repo + upload_folder
 >>> path = hub.download("me/tiny-llama-zm")           # snapshot_download + decompress_dir
 >>> AutoModel.from_pretrained(path)
 >>> sd = hub.load("me/tiny-llama-zm", "cuda")         # the weights only, decoded from the .zm
@@ -58,6 +58,7 @@ __all__ = [
     "download",
     "load",
     "pull",
+    "push",
     "restore_cache_dir",
     "upload",
 ]
@@ -219,7 +220,7 @@ class PushResult:
         }
 
 
-def upload(
+def push(
     repo_id: str,
     path: str | os.PathLike,
     *,
@@ -313,6 +314,10 @@ def upload(
         seconds=time.perf_counter() - t0,
         lossy=is_lossy,
     )
+
+
+# Deprecated name (the CLI's verbs are push and pull; so are the library's): kept as an alias.
+upload = push
 
 
 def _source_view(src: Path, view: Path) -> Path | None:

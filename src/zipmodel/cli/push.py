@@ -87,7 +87,7 @@ def push(
     try:
         quiet_hub(out)
         with out.progress(f"compress {path}") as advance:
-            res = hub.upload(
+            res = hub.push(
                 repo_id,
                 path,
                 revision=revision,
