@@ -247,7 +247,7 @@ def test_cli_usage_errors(tmp_path):
 KILL_ON_FIRST_CALL = """
 def kill_on_first_call(marker, name):
     import os, signal
-    from zipmodel import api
+    from zipmodel import files as api  # the module batching calls
     real = api.compress_file
     def compress_file(src, *a, **kw):
         if os.path.basename(src) == name and not os.path.exists(marker):
@@ -291,7 +291,7 @@ SLOW_SITE = """
 import os
 if os.environ.get("ZM_TEST_STALL"):
     import time
-    from zipmodel import api
+    from zipmodel import files as api  # the module batching calls
     real = api.compress_file
     def compress_file(src, dst=None, **kw):
         def stall(done, total):

@@ -2,7 +2,7 @@
 
 :func:`batch` runs on a ``LocalCluster`` of worker processes by default, or on any existing
 Dask cluster (``scheduler="tcp://host:8786"``, ``client=``): the unit of work is one source,
-coded in the worker by the same :func:`zipmodel.api.compress_file` /
+coded in the worker by the same :func:`zipmodel.compress_file` (``zipmodel.files``) /
 :func:`zipmodel.compress_dir` call, with the same options, that ``zipmodel compress`` makes,
 so every output is the container ``compress`` would write, written atomically by the api.
 No scheduler of our own (DESIGN.md §9).
@@ -108,7 +108,7 @@ def _compress_task(
     Errors about the source itself (invalid, unsupported) come back as a ``failed`` record:
     they would recur on every retry. Anything else is raised, and retried by Dask.
     """
-    from . import api
+    from . import files as api  # compress_file below the api face (docs/concepts.md, Layers)
     from . import folder as folders
 
     worker = _worker_name()
@@ -353,8 +353,8 @@ def batch(
     names it (relative to ``output_dir``). ``base`` applies to every source without its own.
     The options (``level``, ``chunk_size``, ``min_size`` and ``follow_symlinks`` for folders,
     ``lossy``: a :class:`~zipmodel.options.LossyOptions` or a preset with its keywords,
-    as :func:`zipmodel.api.compress_file` takes them) are those of ``zipmodel compress``, and
-    so is every output, byte for byte.
+    as :func:`zipmodel.compress_file` takes them) are those of ``zipmodel compress``, and so
+    is every output, byte for byte.
 
     Where it runs: ``client`` (a ``distributed.Client``), else ``scheduler`` (an address),
     else a ``LocalCluster`` of ``workers`` processes (default: the cores //
