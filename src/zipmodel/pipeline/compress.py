@@ -188,65 +188,106 @@ def compress_layout(
     runs on the whole tensor once, a few tensors ahead of the chunks being coded, and its
     parts are chunked and coded like tensors of their own dtype, then dropped. ``context``
     is what the stages get besides the tensor (the base model of a delta).
+
+    The steps: find repeated segments, :func:`select_stages`, write the header (guessed from
+    the stages, see :func:`header_guess`), code every chunk in order
+    (:meth:`_LayoutCompression.code_chunks`), then write the index (:meth:`_LayoutCompression.index`).
     """
     t0 = time.perf_counter()
     threads = resolve_threads(threads)
-    policy = policy_for_level(options.level)
-    ctx = context if context is not None else StageContext()
+    policy = policy_for_level(options.level)  # a bad level fails before any output
     dups = find_duplicates(data, layout, release)
-    segments = layout.segments
-    chosen: dict[int, TensorStage] = {}
-    if stages is not None:
-        for i, seg in enumerate(segments):
-            if seg.kind == TENSOR and seg.size and i not in dups:
-                st = stages(seg)
-                if st is not None:
-                    chosen[i] = st
-        # A repeated tensor (tied weights) is restored from the one it repeats: put that one
-        # through a lossy stage only if every copy would have been, so a copy asked to stay
-        # exact stays exact (a lossless stage restores every copy exactly anyway).
-        for j, i in dups.items():
-            if i in chosen and chosen[i].lossy and stages(segments[j]) is None:
-                del chosen[i]
-    # The header is written first: guess from the stages asked for, and correct it at the
-    # end when the output can seek (a stage may decline every tensor).
-    guess_flags = FLAG_LOSSY if any(st.lossy for st in chosen.values()) else 0
-    guess_minor = STAGES_MINOR if chosen else (1 if dups else 0)
+    chosen = select_stages(layout.segments, dups, stages)
+    guess_minor, guess_flags = header_guess(chosen, dups)
     writer = ContainerWriter(out, minor=guess_minor, flags=guess_flags)
-    ranges: list[tuple[int, int]] = []
-    records: dict[int, StageRecord] = {}
-    chunk_rows: list[tuple] = []
-    stream_rows: list[tuple] = []
-    seconds: dict[str, float] = {}
-    pool = BufferPool(4 * threads * BATCH_ITEMS + 4)
+    job = _LayoutCompression(data, layout, dups, chosen, options, policy, threads, release, context)
+    digest = job.code_chunks(writer, progress)
+    if writer.patchable:
+        minor, flags = job.header()
+    else:  # a pipe: the header stays as guessed (a conservative flag, a newer minor)
+        minor, flags = guess_minor, guess_flags
+    index = job.index(source_name, digest, minor, flags)
+    total = writer.finish(index)
+    return CompressResult(index, total, time.perf_counter() - t0, job.seconds)
 
-    def run_stage(i: int) -> StagedTensor | None:
-        seg = segments[i]
+
+def select_stages(
+    segments: list[Segment], dups: dict[int, int], stages: StageChooser | None
+) -> dict[int, TensorStage]:
+    """``{segment index: stage}`` for the tensors ``stages`` picks (none for repeats)."""
+    chosen: dict[int, TensorStage] = {}
+    if stages is None:
+        return chosen
+    for i, seg in enumerate(segments):
+        if seg.kind == TENSOR and seg.size and i not in dups:
+            st = stages(seg)
+            if st is not None:
+                chosen[i] = st
+    # A repeated tensor (tied weights) is restored from the one it repeats: put that one
+    # through a lossy stage only if every copy would have been, so a copy asked to stay
+    # exact stays exact (a lossless stage restores every copy exactly anyway).
+    for j, i in dups.items():
+        if i in chosen and chosen[i].lossy and stages(segments[j]) is None:
+            del chosen[i]
+    return chosen
+
+
+def header_guess(chosen: dict[int, TensorStage], dups: dict[int, int]) -> tuple[int, int]:
+    """``(format minor, flags)`` for the header, written first: guessed from the stages asked
+    for, and corrected at the end when the output can seek (a stage may decline every
+    tensor)."""
+    flags = FLAG_LOSSY if any(st.lossy for st in chosen.values()) else 0
+    minor = STAGES_MINOR if chosen else (1 if dups else 0)
+    return minor, flags
+
+
+class _LayoutCompression:
+    """The state of one :func:`compress_layout` call between its header and its index: stage
+    results computed ahead, the chunk plans, and the rows of the index being built."""
+
+    def __init__(self, data, layout, dups, chosen, options, policy, threads, release, context):
+        self.data, self.layout, self.segments = data, layout, layout.segments
+        self.dups, self.chosen, self.options = dups, chosen, options
+        self.threads, self.release = threads, release
+        self.ctx = context if context is not None else StageContext()
+        self.policy = policy
+        self.ranges: list[tuple[int, int]] = []
+        self.records: dict[int, StageRecord] = {}
+        self.chunk_rows: list[tuple] = []
+        self.stream_rows: list[tuple] = []
+        self.seconds: dict[str, float] = {}
+        self.pool = BufferPool(4 * threads * BATCH_ITEMS + 4)
+
+    # -- stages and plans ------------------------------------------------------------------
+    def run_stage(self, i: int) -> StagedTensor | None:
+        seg = self.segments[i]
         t = time.perf_counter()
-        res = encode_stage(chosen[i], data[seg.offset : seg.end], seg, ctx)
-        if release:
-            release(seg.offset, seg.size)
+        res = encode_stage(self.chosen[i], self.data[seg.offset : seg.end], seg, self.ctx)
+        if self.release:
+            self.release(seg.offset, seg.size)
         key = seg.dtype or "verbatim"
-        seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - t  # (GIL-held update)
+        self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t  # (GIL held)
         return res
 
-    def plans() -> Iterator[ChunkPlan]:
+    def plans(self) -> Iterator[ChunkPlan]:
         """Chunk plans in container order; stage results computed a few tensors ahead."""
         ahead: dict[int, Future | None] = {}
         try:
-            yield from _plans(ahead)
+            yield from self._plans(ahead)
         finally:  # on an error, let stage work in flight end before the source goes away
             for f in ahead.values():
                 if f is not None:
                     f.cancel()
             wait([f for f in ahead.values() if f is not None])
 
-    def _plans(ahead: dict[int, Future | None]) -> Iterator[ChunkPlan]:
+    def _plans(self, ahead: dict[int, Future | None]) -> Iterator[ChunkPlan]:
+        chosen, ranges, threads = self.chosen, self.ranges, self.threads
+        chunk_size = self.options.chunk_size
         order = sorted(chosen)
         nxt = 0
         n = 0
-        for i, seg in enumerate(segments):
-            if i in dups:
+        for i, seg in enumerate(self.segments):
+            if i in self.dups:
                 ranges.append((n, 0))
                 continue
             if i not in chosen:
@@ -257,7 +298,7 @@ def compress_layout(
                     seg.size,
                     seg.dtype if tensor else None,
                     seg.shape if tensor else None,
-                    options.chunk_size,
+                    chunk_size,
                 )
                 ranges.append((n, len(ps)))
                 n += len(ps)
@@ -265,107 +306,122 @@ def compress_layout(
                 continue
             while nxt < len(order) and (order[nxt] == i or len(ahead) < threads):
                 k = order[nxt]
-                ahead[k] = worker_pool(threads).submit(run_stage, k) if threads > 1 else None
+                ahead[k] = worker_pool(threads).submit(self.run_stage, k) if threads > 1 else None
                 nxt += 1
             fut = ahead.pop(i)
-            res = fut.result() if fut is not None else run_stage(i)
+            res = fut.result() if fut is not None else self.run_stage(i)
             del fut
             if res is None:  # declined: coded as it is
                 chosen.pop(i)
-                ps = range_plans(i, seg.offset, seg.size, seg.dtype, seg.shape, options.chunk_size)
+                ps = range_plans(i, seg.offset, seg.size, seg.dtype, seg.shape, chunk_size)
                 ranges.append((n, len(ps)))
                 n += len(ps)
                 yield from ps
                 continue
-            ps, part_ranges = part_plans(i, seg, res.staged.parts, n, options.chunk_size)
+            ps, part_ranges = part_plans(i, seg, res.staged.parts, n, chunk_size)
             ranges.append((n, len(ps)))
             n += len(ps)
-            records[i] = _stage_record(res, part_ranges)
+            self.records[i] = _stage_record(res, part_ranges)
             res = None
             pending = deque(ps)  # the parts live on only in the plans still to be coded
             ps = None
             while pending:
                 yield pending.popleft()
 
-    def work(p: ChunkPlan) -> EncodedChunk:
+    def work(self, p: ChunkPlan) -> EncodedChunk:
         if p.part is not None:
-            rel = p.offset - segments[p.segment].offset
+            rel = p.offset - self.segments[p.segment].offset
             chunk = p.part[rel : rel + p.size]
         else:
-            chunk = data[p.offset : p.offset + p.size]
-        return encode_chunk(chunk, p.offset, p.transform, policy, p.layout, pool=pool)
+            chunk = self.data[p.offset : p.offset + p.size]
+        return encode_chunk(chunk, p.offset, p.transform, self.policy, p.layout, pool=self.pool)
 
-    done = 0
-    hasher = _Hasher(data, release)  # SHA-256 of the whole source on its own thread
-    if threads <= 1:
-        pairs = windowed_pairs(plans(), work, threads)
-    else:  # small chunks in tasks of ~1 MiB (see run_jobs), a few frames each
-        pairs = (
-            pair
-            for batch, encs in windowed_pairs(
-                batches(plans(), BATCH_BYTES, BATCH_ITEMS), lambda b: [work(p) for p in b], threads
-            )
-            for pair in zip(batch, encs)
-        )
-    try:
-        for p, enc in pairs:
-            off, size = writer.write_frame([enc.frame])
-            pool.release(enc.buffer)
-            if p.part is None and release:
-                release(p.offset, p.size)
-            done += p.size if p.credit is None else p.credit
-            chunk_rows.append(
-                (
-                    p.offset,
-                    off,
-                    size,
-                    p.size,
-                    enc.transform_id,
-                    len(enc.streams),
-                    0,
-                    len(stream_rows),
+    # -- the chunk loop --------------------------------------------------------------------
+    def code_chunks(self, writer: ContainerWriter, progress: Progress | None) -> str:
+        """Code and write every chunk in order; returns the source's SHA-256."""
+        threads, release, size = self.threads, self.release, self.layout.size
+        done = 0
+        hasher = _Hasher(self.data, release)  # SHA-256 of the whole source on its own thread
+        if threads <= 1:
+            pairs = windowed_pairs(self.plans(), self.work, threads)
+        else:  # small chunks in tasks of ~1 MiB (see run_jobs), a few frames each
+            pairs = (
+                pair
+                for batch, encs in windowed_pairs(
+                    batches(self.plans(), BATCH_BYTES, BATCH_ITEMS),
+                    lambda b: [self.work(p) for p in b],
+                    threads,
                 )
+                for pair in zip(batch, encs)
             )
-            stream_rows.extend(
-                (s.codec, s.context, 0, s.decoded_size, s.encoded_size) for s in enc.streams
+        try:
+            for p, enc in pairs:
+                off, fsize = writer.write_frame([enc.frame])
+                self.pool.release(enc.buffer)
+                if p.part is None and release:
+                    release(p.offset, p.size)
+                done += p.size if p.credit is None else p.credit
+                self._add_rows(p, enc, off, fsize)
+                if progress:
+                    progress(done, size)
+        finally:
+            digest = hasher.finish()
+        if progress and done < size:  # tensors a stage stored in no chunks
+            progress(size, size)
+        return digest
+
+    def _add_rows(self, p: ChunkPlan, enc: EncodedChunk, off: int, fsize: int) -> None:
+        self.chunk_rows.append(
+            (
+                p.offset,
+                off,
+                fsize,
+                p.size,
+                enc.transform_id,
+                len(enc.streams),
+                0,
+                len(self.stream_rows),
             )
-            seg = segments[p.segment]
-            key = seg.dtype if seg.kind == TENSOR else "verbatim"
-            seconds[key] = seconds.get(key, 0.0) + enc.seconds
-            if progress:
-                progress(done, layout.size)
-    finally:
-        digest = hasher.finish()
-    if progress and done < layout.size:  # tensors a stage stored in no chunks
-        progress(layout.size, layout.size)
-    lossy = any(chosen[i].lossy for i in records)
-    if writer.patchable:
-        minor = STAGES_MINOR if records else (1 if dups else 0)
-        flags = FLAG_LOSSY if lossy else 0
-    else:  # a pipe: the header stays as guessed (a conservative flag, a newer minor)
-        minor, flags = guess_minor, guess_flags
-    index = Index(
-        source={
-            "name": source_name,
-            "size": layout.size,
-            "sha256": digest,
-            "format": layout.format,
-        },
-        segments=[
-            SegmentEntry(s, f, n, dups.get(i), records.get(i))
-            for i, (s, (f, n)) in enumerate(zip(segments, ranges))
-        ],
-        chunks=np.array(chunk_rows, CHUNK_DTYPE) if chunk_rows else np.zeros(0, CHUNK_DTYPE),
-        streams=np.array(stream_rows, STREAM_DTYPE) if stream_rows else np.zeros(0, STREAM_DTYPE),
-        options=options.to_json(),
-        metadata=layout.metadata,
-        flags=flags,
-        writer=f"zipmodel {_version()}",
-        format_version=(FORMAT_MAJOR, minor),
-        base=ctx.base_info if records and ctx.base_info else None,
-    )
-    total = writer.finish(index)
-    return CompressResult(index, total, time.perf_counter() - t0, seconds)
+        )
+        self.stream_rows.extend(
+            (s.codec, s.context, 0, s.decoded_size, s.encoded_size) for s in enc.streams
+        )
+        seg = self.segments[p.segment]
+        key = seg.dtype if seg.kind == TENSOR else "verbatim"
+        self.seconds[key] = self.seconds.get(key, 0.0) + enc.seconds
+
+    # -- finalisation ----------------------------------------------------------------------
+    def header(self) -> tuple[int, int]:
+        """``(format minor, flags)`` as they turned out (stages may have declined)."""
+        lossy = any(self.chosen[i].lossy for i in self.records)
+        minor = STAGES_MINOR if self.records else (1 if self.dups else 0)
+        return minor, FLAG_LOSSY if lossy else 0
+
+    def index(self, source_name: str, digest: str, minor: int, flags: int) -> Index:
+        layout, ctx = self.layout, self.ctx
+        chunk_rows, stream_rows = self.chunk_rows, self.stream_rows
+        return Index(
+            source={
+                "name": source_name,
+                "size": layout.size,
+                "sha256": digest,
+                "format": layout.format,
+            },
+            segments=[
+                SegmentEntry(s, f, n, self.dups.get(i), self.records.get(i))
+                for i, (s, (f, n)) in enumerate(zip(self.segments, self.ranges))
+            ],
+            chunks=np.array(chunk_rows, CHUNK_DTYPE) if chunk_rows else np.zeros(0, CHUNK_DTYPE),
+            streams=(
+                np.array(stream_rows, STREAM_DTYPE) if stream_rows else np.zeros(0, STREAM_DTYPE)
+            ),
+            options=self.options.to_json(),
+            metadata=layout.metadata,
+            flags=flags,
+            writer=f"zipmodel {_version()}",
+            format_version=(FORMAT_MAJOR, minor),
+            base=ctx.base_info if self.records and ctx.base_info else None,
+        )
 
 
 def _version() -> str:
