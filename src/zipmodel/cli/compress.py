@@ -123,104 +123,141 @@ def compress(
     decompress, verify and zipmodel.load then need --base (base=) too. Within a folder,
     tensors repeated across its files are stored once either way.
     """
-    from .. import api
-
     out = Output("compress", quiet=quiet, json_mode=json_mode, progress=not no_progress)
     paths = default_paths(paths)
     lossy = lossy_from_params(lossy_params)
     check_rules(RULES, lossy=lossy, remove=remove, base=base)
     check_write_options(paths, output, to_stdout, remove, keep_input, json_mode)
+    o = dict(
+        output=output,
+        to_stdout=to_stdout,
+        force=force,
+        remove=remove,
+        threads=threads,
+        level=level,
+        chunk_size=chunk_size,
+        dtype=dtype,
+        fmt=fmt,
+        min_size=min_size,
+        follow_symlinks=follow_symlinks,
+        base=base,
+        lossy=lossy,
+        verbose=verbose,
+    )
     for path in paths:
         try:
             if path != "-" and os.path.isdir(path):
-                if to_stdout:
-                    raise click.UsageError("-c/--stdout cannot write a folder")
-                if dtype or fmt != "auto":
-                    raise click.UsageError("--dtype and --format apply to files, not folders")
-                if _already_compressed(out, path, output, force):
-                    continue
-                d = _compress_folder(
-                    out,
-                    path,
-                    output,
-                    force=force,
-                    remove=remove,
-                    threads=threads,
-                    level=level,
-                    chunk_size=chunk_size,
-                    min_size=min_size,
-                    follow_symlinks=follow_symlinks,
-                    base=base,
-                    lossy=lossy,
-                )
-                out.result("folder", path, d)
-                continue
-            stdin = path == "-"
-            stdout_mode = to_stdout or (stdin and not output)
-            if stdout_mode and sys.stdout.isatty() and not force:
-                raise click.UsageError(
-                    "refusing to write binary data to a terminal (use -f, or redirect)"
-                )
-            if stdin and remove:
-                raise click.UsageError("--rm cannot be used with standard input")
-            if not stdin and not stdout_mode and _already_compressed(out, path, output, force):
-                continue
-            dst = None if stdout_mode else output_in_dir(output, path, decompress=False)
-            with contextlib.ExitStack() as stack:
-                # a pipe is spooled to a temporary file first (the container needs seeks)
-                src = stack.enter_context(spooled_stdin()).name if stdin else path
-                label = "stdin" if stdin else Path(path).name
-                advance = stack.enter_context(out.progress(f"compress {label}"))
-                rep = api.compress_file(
-                    src,
-                    sys.stdout.buffer if stdout_mode else dst,
-                    level=level,
-                    chunk_size=chunk_size,
-                    dtype=dtype,
-                    format=fmt,
-                    threads=threads,
-                    force=force,
-                    progress=advance,
-                    name="" if stdin else None,
-                    meta=not stdin,  # a spooled pipe's 0600 temp is no source mode to keep
-                    base=base,
-                    lossy=lossy,
-                )
-            if stdout_mode:
-                sys.stdout.buffer.flush()
-            if stdin:
-                rep.input = "-"
-                out.line(
-                    f"{STDIN_NAME} -> {rep.output}: {human_bytes(rep.input_bytes)} -> "
-                    f"{human_bytes(rep.output_bytes)}  ({100 * rep.ratio:.2f}%)"
-                    + ("  lossy" if rep.summary.lossy else "")
-                )
-                if rep.summary.lossy:
-                    out.table(quality_table(rep.summary))
-                out.result("file", path, rep.to_json())
-                continue
-            if rep.note:
-                out.line(f"zipmodel: note: {path}: {rep.note}")
-            if remove:
-                api.verify_file(rep.output, against=path, threads=threads, base=base)
-                os.unlink(path)
-            out.line(
-                f"{rep.input} -> {rep.output}  {human_bytes(rep.input_bytes)} -> "
-                f"{human_bytes(rep.output_bytes)}  ({100 * rep.ratio:.2f}%)  "
-                f"{rep.mb_per_s:.0f} MB/s"
-                + ("  lossy" if rep.summary.lossy else "")
-                + ("  (input removed)" if remove else "")
-            )
-            if verbose or out.is_tty:
-                out.table(dtype_table(rep.summary, seconds=rep.dtype_seconds))
-            if rep.summary.lossy:
-                out.table(quality_table(rep.summary))
-            out.result("file", path, rep.to_json())
+                _folder_input(out, path, o)
+            else:
+                _file_input(out, path, o)
         except click.UsageError:
             raise
         except Exception as exc:
             out.error(path, exc)
     sys.exit(out.finish())
+
+
+# What one input may not be given, as (condition on its options, message).
+FOLDER_RULES = (
+    (lambda o: o["to_stdout"], "-c/--stdout cannot write a folder"),
+    (
+        lambda o: o["dtype"] or o["fmt"] != "auto",
+        "--dtype and --format apply to files, not folders",
+    ),
+)
+FILE_RULES = (
+    (
+        lambda o: o["stdout_mode"] and sys.stdout.isatty() and not o["force"],
+        "refusing to write binary data to a terminal (use -f, or redirect)",
+    ),
+    (lambda o: o["stdin"] and o["remove"], "--rm cannot be used with standard input"),
+)
+
+
+def _folder_input(out: Output, path: str, o: dict) -> None:
+    check_rules(FOLDER_RULES, **o)
+    if _already_compressed(out, path, o["output"], o["force"]):
+        return
+    d = _compress_folder(
+        out,
+        path,
+        o["output"],
+        force=o["force"],
+        remove=o["remove"],
+        threads=o["threads"],
+        level=o["level"],
+        chunk_size=o["chunk_size"],
+        min_size=o["min_size"],
+        follow_symlinks=o["follow_symlinks"],
+        base=o["base"],
+        lossy=o["lossy"],
+    )
+    out.result("folder", path, d)
+
+
+def _file_input(out: Output, path: str, o: dict) -> None:
+    from .. import api
+
+    stdin = path == "-"
+    stdout_mode = o["to_stdout"] or (stdin and not o["output"])
+    check_rules(FILE_RULES, stdin=stdin, stdout_mode=stdout_mode, **o)
+    if not stdin and not stdout_mode and _already_compressed(out, path, o["output"], o["force"]):
+        return
+    dst = None if stdout_mode else output_in_dir(o["output"], path, decompress=False)
+    with contextlib.ExitStack() as stack:
+        # a pipe is spooled to a temporary file first (the container needs seeks)
+        src = stack.enter_context(spooled_stdin()).name if stdin else path
+        label = "stdin" if stdin else Path(path).name
+        advance = stack.enter_context(out.progress(f"compress {label}"))
+        rep = api.compress_file(
+            src,
+            sys.stdout.buffer if stdout_mode else dst,
+            level=o["level"],
+            chunk_size=o["chunk_size"],
+            dtype=o["dtype"],
+            format=o["fmt"],
+            threads=o["threads"],
+            force=o["force"],
+            progress=advance,
+            name="" if stdin else None,
+            meta=not stdin,  # a spooled pipe's 0600 temp is no source mode to keep
+            base=o["base"],
+            lossy=o["lossy"],
+        )
+    if stdout_mode:
+        sys.stdout.buffer.flush()
+    if stdin:
+        _report_stdin(out, path, rep)
+        return
+    if rep.note:
+        out.line(f"zipmodel: note: {path}: {rep.note}")
+    if o["remove"]:
+        api.verify_file(rep.output, against=path, threads=o["threads"], base=o["base"])
+        os.unlink(path)
+    out.line(
+        f"{rep.input} -> {rep.output}  {human_bytes(rep.input_bytes)} -> "
+        f"{human_bytes(rep.output_bytes)}  ({100 * rep.ratio:.2f}%)  "
+        f"{rep.mb_per_s:.0f} MB/s"
+        + ("  lossy" if rep.summary.lossy else "")
+        + ("  (input removed)" if o["remove"] else "")
+    )
+    if o["verbose"] or out.is_tty:
+        out.table(dtype_table(rep.summary, seconds=rep.dtype_seconds))
+    if rep.summary.lossy:
+        out.table(quality_table(rep.summary))
+    out.result("file", path, rep.to_json())
+
+
+def _report_stdin(out: Output, path: str, rep) -> None:
+    rep.input = "-"
+    out.line(
+        f"{STDIN_NAME} -> {rep.output}: {human_bytes(rep.input_bytes)} -> "
+        f"{human_bytes(rep.output_bytes)}  ({100 * rep.ratio:.2f}%)"
+        + ("  lossy" if rep.summary.lossy else "")
+    )
+    if rep.summary.lossy:
+        out.table(quality_table(rep.summary))
+    out.result("file", path, rep.to_json())
 
 
 def _already_compressed(out: Output, path: str, output, force: bool) -> bool:
