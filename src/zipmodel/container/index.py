@@ -209,8 +209,7 @@ class Index:
             raise FormatError("index segments are missing", path=path)
         if len(raw_segments) > MAX_INDEX_SEGMENTS:
             raise FormatError(
-                f"index lists {len(raw_segments)} segments, over the limit of "
-                f"{MAX_INDEX_SEGMENTS}",
+                f"index lists {len(raw_segments)} segments, over the limit of {MAX_INDEX_SEGMENTS}",
                 path=path,
             )
         # parsed in place: each JSON object is freed as soon as its entry exists
@@ -254,17 +253,31 @@ class Index:
         def bad(msg: str) -> FormatError:
             return FormatError(f"invalid index: {msg}", path=path)
 
+        size = self._check_source(bad)
+        groups = self._check_segments(size, bad, path)
+        if not len(self.chunks):
+            if len(self.streams):
+                raise bad("stream table without chunks")
+            return
+        raw, ns, first = self._check_chunk_table(groups, bad)
+        self._check_frames(index_offset, ns, first, bad)
+        self._check_transforms(raw, ns, first, bad, path)
+
+    def _check_source(self, bad) -> int:
         size = self.source.get("size")
         if type(size) is not int or size < 0:
             raise bad("source size missing or negative")
         sha = self.source.get("sha256")
         if not isinstance(sha, str) or not _SHA256.match(sha):
             raise bad("source sha256 missing or malformed")
-        ch, st = self.chunks, self.streams
-        nch = len(ch)
-        # Segments tile the source. Each non-duplicate segment's chunks are consecutive and
-        # follow the previous segment's; they form *groups*, each tiling one byte range that
-        # starts at the segment's offset: the segment's bytes, or each part of its stage.
+        return size
+
+    def _check_segments(self, size: int, bad, path) -> tuple[list[int], list[int], list[int]]:
+        """Segments tile the source. Each non-duplicate segment's chunks are consecutive and
+        follow the previous segment's; they form *groups*, each tiling one byte range that
+        starts at the segment's offset: the segment's bytes, or each part of its stage.
+        Returns the groups as (source offsets, chunk counts, bytes)."""
+        nch = len(self.chunks)
         pos = 0
         next_chunk = 0
         starts: list[int] = []  # per group: source offset its chunks start at
@@ -311,10 +324,13 @@ class Index:
             raise bad(f"segments use {next_chunk} chunks, the table has {nch}")
         if lossy and not self.flags & FLAG_LOSSY:
             raise bad("a tensor went through a lossy stage but the lossy flag is not set")
-        if nch == 0:
-            if len(st):
-                raise bad("stream table without chunks")
-            return
+        return starts, counts, nbytes
+
+    def _check_chunk_table(self, groups, bad) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Reserved fields, chunk sizes, chunks tiling their groups, stream counts. Returns the
+        chunks' raw sizes, stream counts and first streams (int64)."""
+        starts, counts, nbytes = groups
+        ch, st = self.chunks, self.streams
         if bool(ch["flags"].any()):
             k = int(np.flatnonzero(ch["flags"])[0])
             raise bad(f"chunk {k} has flags {int(ch['flags'][k]):#x} (must be 0)")
@@ -348,7 +364,12 @@ class Index:
             ns.sum()
         ) != len(st):
             raise bad("stream table does not match the chunks' stream counts")
-        # frames in order, no overlap, inside [file header, index)
+        return raw, ns, first
+
+    def _check_frames(self, index_offset: int, ns, first, bad) -> None:
+        """Frames in order, no overlap, inside [file header, index)."""
+        ch, st = self.chunks, self.streams
+        nch = len(ch)
         fo = ch["frame_offset"].astype(np.uint64)
         fs = ch["frame_size"].astype(np.uint64)
         enc = st["encoded_size"].astype(np.uint64)
@@ -365,7 +386,10 @@ class Index:
             raise bad(f"frame of chunk {k} overlaps the frame before it or is out of order")
         if int(ends[-1]) > index_offset:
             raise bad("a frame runs into the index")
-        # transforms exist and imply the stream sizes recorded
+
+    def _check_transforms(self, raw, ns, first, bad, path) -> None:
+        """Transforms exist and imply the stream sizes recorded."""
+        ch, st = self.chunks, self.streams
         dec = st["decoded_size"].astype(np.int64)
         for tid in np.unique(ch["transform"]):
             t = get_transform(int(tid))
