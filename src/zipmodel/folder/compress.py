@@ -75,19 +75,11 @@ def compress_dir(
     or the same names: several models compressed together) is stored against the earlier
     file that shares the most: repeated tensors cost nothing, related ones a delta.
     """
-    from ..files import compress_file
     from ..pipeline import DEFAULT_CHUNK_SIZE
 
     t0 = time.perf_counter()
     src = Path(src_dir)
-    if not src.is_dir():
-        raise ZipmodelError("not a folder" if src.exists() else "no such folder", path=src)
-    if (src / MANIFEST).exists():
-        raise UnsupportedError(
-            f"already holds {MANIFEST}: it looks like a compressed folder",
-            path=src,
-            hint=f"restore it with: zipmodel decompress {src}",
-        )
+    _check_source_folder(src)
     out = Path(out_dir) if out_dir is not None else default_dir_output(src, decompress=False)
     check_outputs(src, out, force)
     if base is not None and not Path(base).is_dir():
@@ -103,65 +95,26 @@ def compress_dir(
     names = set(sizes)
     ticker = Ticker(sum(sizes.values()), progress)
     entries: list[FolderEntry] = []
+    coding = dict(
+        level=level, chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, threads=threads, lossy=lossy
+    )
     with atomic_dir(out, force=force) as tmp:
         for d in empty:
             (tmp / d).mkdir(parents=True, exist_ok=True)
         for rel, path in files:
-            dst = tmp / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             size = sizes[rel]
             meta = FileMeta.of(path)
-            zm_rel = rel + SUFFIX
             entry = None
             advance = ticker.add
             # a source file already named <rel>.zm keeps that name: then <rel> is copied
-            if wants_compression(rel, size, min_size) and zm_rel not in names:
-                zm_dst = tmp / zm_rel
-                cb = ticker.file()
+            if wants_compression(rel, size, min_size) and rel + SUFFIX not in names:
                 bm, base_rec = _file_base(src, rel, path, base, prints, entries, dedup, threads)
-                try:
-                    rep = compress_file(
-                        path,
-                        zm_dst,
-                        level=level,
-                        chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
-                        threads=threads,
-                        progress=cb,
-                        lossy=lossy,
-                        base=bm,
-                    )
-                finally:
-                    if bm is not None:
-                        bm.close()
-                if rep.output_bytes < rep.input_bytes:
-                    s = rep.summary
-                    staged = _stage_counts(zm_dst) if bm is not None else {}
-                    entry = FolderEntry(
-                        rel,
-                        size,
-                        s.sha256,
-                        ZM,
-                        zm_rel,
-                        rep.output_bytes,
-                        s.source_format,
-                        base_rec if staged else None,  # no tensor used it: needs no base
-                        staged or None,
-                    )
-                    ticker.finish(size)
-                else:  # incompressible: a plain copy is smaller (progress already counted)
-                    zm_dst.unlink()
-                    ticker.finish(size)
+                entry = _compress_entry(rel, path, size, tmp, ticker, bm, base_rec, coding)
+                if entry is None:  # incompressible: copied (progress already counted)
                     advance = ignore
             if entry is None:
-                try:
-                    n, sha = copy_hashing(path, dst, advance, meta)
-                except OSError as e:
-                    raise ZipmodelError(f"cannot copy: {e.strerror or e}", path=path) from None
-                if n != size:
-                    raise ZipmodelError(
-                        f"changed while being read ({size} -> {n} bytes)", path=path
-                    )
-                entry = FolderEntry(rel, size, sha, COPY, rel, size)
+                entry = _copy_entry(rel, path, size, tmp / rel, advance, meta)
             if meta is not None:  # (the .zm got the source's mode and times from compress_file)
                 entry.mode, entry.mtime_ns = meta.mode, meta.mtime_ns
             entries.append(entry)
@@ -169,6 +122,61 @@ def compress_dir(
         write_manifest(tmp / MANIFEST, result)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _check_source_folder(src: Path) -> None:
+    if not src.is_dir():
+        raise ZipmodelError("not a folder" if src.exists() else "no such folder", path=src)
+    if (src / MANIFEST).exists():
+        raise UnsupportedError(
+            f"already holds {MANIFEST}: it looks like a compressed folder",
+            path=src,
+            hint=f"restore it with: zipmodel decompress {src}",
+        )
+
+
+def _compress_entry(
+    rel: str, path: Path, size: int, tmp: Path, ticker: Ticker, bm, base_rec, coding: dict
+) -> FolderEntry | None:
+    """Compress one file to ``tmp/<rel>.zm`` (against ``bm``, when given); ``None`` when the
+    container would not be smaller (it is removed; the caller copies the file)."""
+    from ..files import compress_file
+
+    zm_rel = rel + SUFFIX
+    zm_dst = tmp / zm_rel
+    cb = ticker.file()
+    try:
+        rep = compress_file(path, zm_dst, progress=cb, base=bm, **coding)
+    finally:
+        if bm is not None:
+            bm.close()
+    ticker.finish(size)
+    if rep.output_bytes >= rep.input_bytes:
+        zm_dst.unlink()
+        return None
+    s = rep.summary
+    staged = _stage_counts(zm_dst) if bm is not None else {}
+    return FolderEntry(
+        rel,
+        size,
+        s.sha256,
+        ZM,
+        zm_rel,
+        rep.output_bytes,
+        s.source_format,
+        base_rec if staged else None,  # no tensor used it: needs no base
+        staged or None,
+    )
+
+
+def _copy_entry(rel: str, path: Path, size: int, dst: Path, advance, meta) -> FolderEntry:
+    try:
+        n, sha = copy_hashing(path, dst, advance, meta)
+    except OSError as e:
+        raise ZipmodelError(f"cannot copy: {e.strerror or e}", path=path) from None
+    if n != size:
+        raise ZipmodelError(f"changed while being read ({size} -> {n} bytes)", path=path)
+    return FolderEntry(rel, size, sha, COPY, rel, size)
 
 
 def _fingerprint(path: Path) -> tuple[dict[tuple, str], set[tuple]]:
