@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import naive_quant as ref
 from zipmodel.dtypes import numpy_dtype
+from zipmodel.options import GGML_PRESETS
 from zipmodel.quality import ErrorStats, measure, total
 from zipmodel.readers.base import TENSOR, Segment
 from zipmodel.stages.quant import (
@@ -86,13 +87,14 @@ def rel_rms(x, y):
 
 
 def test_registry_names_and_presets():
-    assert PRESETS == ("bf16", "fp8", "int8", "int4", "nf4")
+    assert PRESETS[:5] == ("bf16", "fp8", "int8", "int4", "nf4")
+    assert set(GGML_PRESETS) <= set(PRESETS)  # ggml's block types (stages/ggml.py)
     assert set(STAGES) == {"bf16", "mantissa", "fp8", "int8", "int4", "nf4"}
     for name, cls in STAGES.items():
         assert cls.name == name and cls.lossy and issubclass(cls, TensorStage)
     assert STAGES["mantissa"].elementwise and not STAGES["int4"].elementwise
     for p in PRESETS:
-        assert make_stage(p).name == p
+        assert make_stage(p).name == (f"ggml-{p}" if p in GGML_PRESETS else p)
     assert isinstance(make_stage(None, mantissa_bits=5), MantissaStage)
     assert make_stage("bf16", mantissa_bits=4).mantissa_bits == 4
 

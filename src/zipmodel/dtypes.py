@@ -39,6 +39,12 @@ class DType:
         """Bytes per element; 0 for packed sub-byte types."""
         return self.bits // 8 if self.bits % 8 == 0 else 0
 
+    @property
+    def unit_bytes(self) -> int:
+        """Bytes of the smallest whole unit: an element, or a block for block-quantized types
+        (0 for packed sub-byte types). An array of this type is a whole number of units."""
+        return self.block_bytes if self.block else self.itemsize
+
     def nbytes(self, shape: tuple[int, ...]) -> int:
         """Size in bytes of a tensor of this type and ``shape`` (packed types round up)."""
         n = 1

@@ -16,13 +16,17 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_GROUP_SIZE",
+    "GGML_PRESETS",
     "GROUP_SIZES",
     "MANTISSA_BITS",
     "PRESETS",
     "LossyOptions",
 ]
 
-PRESETS = ("bf16", "fp8", "int8", "int4", "nf4")
+# ggml's block formats (issue 18, zipmodel.stages.ggml), in order of bits: llama.cpp's blocks
+# that ``zipmodel export --to gguf`` writes verbatim.
+GGML_PRESETS = ("q3_k", "iq4_xs", "q4_k", "q5_k", "q6_k", "q8_0")
+PRESETS = ("bf16", "fp8", "int8", "int4", "nf4", *GGML_PRESETS)
 DEFAULT_GROUP_SIZE = 64
 GROUP_SIZES = (32, 128)  # what a new container may use; decoding accepts any recorded size
 MANTISSA_BITS = (0, 22)  # mantissa rounding alone (FP32 keeps 23); with bf16 at most 7
@@ -36,7 +40,8 @@ TUNING = ("group_size", "per_tensor", "asymmetric", "keep", "only")
 class LossyOptions:
     """What a lossy stage does and which tensors it touches.
 
-    ``preset``: ``bf16``, ``fp8``, ``int8``, ``int4`` or ``nf4``; ``mantissa_bits``: round
+    ``preset``: ``bf16``, ``fp8``, ``int8``, ``int4``, ``nf4``, or a ggml block format
+    (``q3_k``, ``iq4_xs``, ``q4_k``, ``q5_k``, ``q6_k``, ``q8_0``); ``mantissa_bits``: round
     float mantissas to that many bits (alone, or with ``bf16``); ``group_size`` (32-128):
     elements per scale for ``int4``/``nf4``; ``per_tensor``: one ``fp8`` scale per tensor;
     ``asymmetric``: ``int4`` groups with a zero point; ``keep``/``only``: name globs that

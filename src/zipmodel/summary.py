@@ -30,6 +30,7 @@ class TensorSummary:
     stage: str | None = None  # the tensor stage, if any
     lossy: bool = False  # the stage was lossy: the tensor comes back dequantized
     quality: dict | None = None  # a lossy stage's measured error (zipmodel.quality sums)
+    note: str | None = None  # the stage's note on how it stored the tensor (a fallback type)
 
     @property
     def ratio(self) -> float:
@@ -127,6 +128,8 @@ def _tensor_json(t: TensorSummary) -> dict:
     if t.stage is None:
         for k in ("stage", "lossy", "quality"):
             d.pop(k)
+    if t.note is None:
+        d.pop("note")
     else:
         d["bits_per_weight"] = round(t.bits_per_weight, 4)
     return d
@@ -184,6 +187,7 @@ def summarize(index: Index, container_bytes: int) -> Summary:
                     rec.name if rec is not None else None,
                     bool(cls is not None and cls.lossy),
                     dict(rec.quality) if rec is not None and rec.quality is not None else None,
+                    _note(cls, rec.params) if cls is not None else None,
                 )
             )
     overhead = container_bytes - int(frame_bytes.sum())
@@ -204,3 +208,10 @@ def summarize(index: Index, container_bytes: int) -> Summary:
 
 
 MIN_CONTAINER = FILE_HEADER.size + TRAILER.size
+
+
+def _note(cls, params) -> str | None:
+    try:
+        return cls.describe(params)
+    except Exception:  # a hostile or older record: no note rather than no summary
+        return None

@@ -17,6 +17,7 @@ from .pipeline import (
     decode_segment,
     iter_segments,
 )
+from .pipeline.chunk import decode_chunk_into
 from .readers.base import TENSOR
 from .stages.tensor import StageContext
 from .summary import Summary, summarize
@@ -143,6 +144,27 @@ class ZmFile:
         return decode_segment(
             self._reader, self._entry(name), threads=self.threads, context=self.context
         )
+
+    def get_part(self, name: str, part: str) -> np.ndarray:
+        """The stored bytes (uint8) of part ``part`` of tensor ``name``, which a tensor stage
+        stored (``"blocks"`` of a ggml stage, ``"codes"`` of int8, ...): its chunks decoded
+        and checked, the stage not run. ``KeyError`` when the tensor has no such part."""
+        idx = self._reader.index
+        e = idx.segments[self._entry(name)]
+        if e.dup_of is not None:
+            e = idx.segments[e.dup_of]
+        rec = e.stage
+        p = next((p for p in rec.parts if p.name == part), None) if rec is not None else None
+        if p is None:
+            raise KeyError(f"tensor {name!r} in {self.name} has no stored part {part!r}")
+        buf = np.empty(p.size, np.uint8)
+        base = None
+        for c in range(p.first_chunk, p.first_chunk + p.n_chunks):
+            row = idx.chunks[c]
+            off, size = int(row["src_offset"]), int(row["raw_size"])
+            base = off if base is None else base  # a part's chunks follow each other
+            decode_chunk_into(self._reader, c, buf[off - base : off - base + size])
+        return buf
 
     def get_tensor(self, name: str) -> np.ndarray:
         """Tensor ``name`` as a numpy array of its dtype and shape (bfloat16 via ml_dtypes)."""

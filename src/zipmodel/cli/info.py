@@ -128,7 +128,7 @@ def _tensor_table(rows, sort):
             human_bytes(r.original_bytes),
             human_bytes(r.compressed_bytes),
             f"{100 * r.ratio:.1f}%",
-            r.transform,
+            r.transform + (f" ({r.note})" if r.note else ""),
             codec_mix(r.codecs),
         )
     return t

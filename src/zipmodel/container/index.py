@@ -435,7 +435,7 @@ class Index:
             raise bad(f"segment {i}: elementwise stage {rec.name} needs one part of {s.size} bytes")
         for p in rec.parts:
             dt = get_dtype(p.dtype)
-            if dt is None or dt.itemsize == 0 or p.size % dt.itemsize:
+            if dt is None or dt.unit_bytes == 0 or p.size % dt.unit_bytes:
                 raise bad(f"segment {i}: part {p.name!r} of {p.size} bytes has dtype {p.dtype!r}")
             if p.shape and dt.nbytes(p.shape) != p.size:
                 raise bad(

@@ -123,7 +123,7 @@ def encode_stage(
         dt = get_dtype(part.dtype)
         if not (isinstance(d, np.ndarray) and d.dtype == np.uint8 and d.ndim == 1):
             raise TypeError(f"{where}: part {part.name!r} is not a 1-D uint8 array")
-        if dt is None or dt.itemsize == 0 or d.size % dt.itemsize:
+        if dt is None or dt.unit_bytes == 0 or d.size % dt.unit_bytes:
             raise ValueError(f"{where}: part {part.name!r} is not whole {part.dtype} elements")
         if part.shape and dt.nbytes(tuple(part.shape)) != d.size:
             raise ValueError(f"{where}: part {part.name!r} does not have shape {part.shape}")

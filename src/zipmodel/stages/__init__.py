@@ -55,7 +55,7 @@ def transform_for(dtype: str | None) -> Transform:
 
 
 # Modules whose ``STAGES`` dicts make the registry (imported on first use).
-STAGE_MODULES = ("zipmodel.stages.quant", "zipmodel.stages.delta")
+STAGE_MODULES = ("zipmodel.stages.quant", "zipmodel.stages.delta", "zipmodel.stages.ggml")
 _stages: dict[str, type] | None = None
 _extra: dict[str, type] = {}
 _stages_lock = threading.Lock()

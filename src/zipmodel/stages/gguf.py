@@ -162,9 +162,31 @@ class SplitQ6_K(BlockSplit):
     fields = (("ql", 0, 128), ("qh", 128, 64), ("scales", 192, 16), *_f16("d", 208))
 
 
+class SplitQ3_K(BlockSplit):
+    """Q3_K (110 bytes / 256): high-bit mask, 2-bit quants, 12 bytes of 6-bit scales, fp16 d."""
+
+    transform_id = 40
+    name = "gguf-q3_k"
+    dtype = "GGUF_Q3_K"
+    itemsize = 110
+    fields = (("hmask", 0, 32), ("qs", 32, 64), ("scales", 96, 12), *_f16("d", 108))
+
+
+class SplitIQ4_XS(BlockSplit):
+    """IQ4_XS (136 bytes / 256): fp16 d, 16-bit high scale bits, 4 bytes of low scale nibbles,
+    128 bytes of 4-bit grid indices."""
+
+    transform_id = 41
+    name = "gguf-iq4_xs"
+    dtype = "GGUF_IQ4_XS"
+    itemsize = 136
+    fields = (*_f16("d", 0), ("scales_h", 2, 2), ("scales_l", 4, 4), ("qs", 8, 128))
+
+
 # dtype name -> transform
 _SPLIT_CLASSES = (
     SplitQ4_0, SplitQ4_1, SplitQ5_0, SplitQ5_1, SplitQ8_0, SplitQ4_K, SplitQ5_K, SplitQ6_K,
+    SplitQ3_K, SplitIQ4_XS,
 )  # fmt: skip
 # dtype name -> transform (each class names its GGUF dtype)
 BLOCK_SPLITS: dict[str, BlockSplit] = {c.dtype: c() for c in _SPLIT_CLASSES}

@@ -51,7 +51,7 @@ import ml_dtypes
 import numpy as np
 
 from ..dtypes import get_dtype
-from ..options import GROUP_SIZES, PRESETS, LossyOptions
+from ..options import GGML_PRESETS, GROUP_SIZES, PRESETS, LossyOptions
 from .quant_common import (
     CLIP_FACTORS,
     FLOATS,
@@ -347,4 +347,8 @@ def make_stage(
         return Int8Stage()
     if p == "int4":
         return Int4Stage(options.group_size, options.asymmetric)
+    if p in GGML_PRESETS:  # the type itself (ggml_picker also picks fallbacks per tensor)
+        from .ggml import ggml_stage
+
+        return ggml_stage(p)
     return Nf4Stage(options.group_size)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Any
 
-from ..options import LossyOptions
+from ..options import GGML_PRESETS, LossyOptions
 from ..readers.base import TENSOR, Layout, Segment
 from .tensor import TensorStage
 
@@ -119,13 +119,16 @@ def tensor_views(layout: Layout | None) -> dict[str, tuple[str, tuple[int, ...]]
 
 
 def stage_chooser(
-    stage: TensorStage,
+    stage: TensorStage | Callable[[Segment], TensorStage | None],
     *,
     keep: Sequence[str] = (),
     only: Sequence[str] = (),
     layout: Layout | None = None,
 ) -> Callable[[Segment], TensorStage | None]:
     """``seg -> stage`` for the tensors the rules select, ``None`` for the others.
+
+    ``stage`` is one stage for them all, or a function that picks each selected tensor's
+    stage (or ``None``) from its segment (the ggml presets: a type per tensor).
 
     With ``layout``, PyTorch storages are judged as the tensor that views them
     (:func:`tensor_views`).
@@ -136,7 +139,9 @@ def stage_chooser(
     def choose(seg: Segment) -> TensorStage | None:
         v = views.get(seg.name or "")
         judged = replace(seg, name=v[0], shape=v[1]) if v is not None else seg
-        return stage if rules.selects(judged) else None
+        if not rules.selects(judged):
+            return None
+        return stage(seg) if callable(stage) else stage
 
     return choose
 
@@ -148,8 +153,12 @@ def lossy_chooser(
     ``layout`` as in :func:`stage_chooser`), ``None`` when nothing lossy is asked for."""
     if not options.enabled:
         return None
-    from .quant import make_stage  # numpy and the quantizers, only when quantizing
+    if options.preset in GGML_PRESETS:  # a type per tensor: the preset or its fallback
+        from .ggml import ggml_picker
 
-    return stage_chooser(
-        make_stage(options=options), keep=options.keep, only=options.only, layout=layout
-    )
+        stage: TensorStage | Callable[[Segment], TensorStage | None] = ggml_picker(options.preset)
+    else:
+        from .quant import make_stage  # numpy and the quantizers, only when quantizing
+
+        stage = make_stage(options=options)
+    return stage_chooser(stage, keep=options.keep, only=options.only, layout=layout)

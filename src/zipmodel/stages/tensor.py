@@ -128,3 +128,9 @@ class TensorStage(ABC):
         ``offset`` is only used by elementwise stages, called per chunk: ``parts`` is then the
         chunk's bytes and ``out`` the matching slice at byte ``offset`` of the tensor.
         """
+
+    @classmethod
+    def describe(cls, params: dict[str, Any]) -> str | None:
+        """A note for ``zipmodel info`` about how this tensor was stored (say, why a fallback
+        type), from its recorded params; ``None`` when there is nothing to add."""
+        return None
