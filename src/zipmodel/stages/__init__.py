@@ -55,7 +55,8 @@ def transform_for(dtype: str | None) -> Transform:
 
 
 # Modules whose ``STAGES`` dicts make the registry (imported on first use).
-STAGE_MODULES = ("zipmodel.stages.quant", "zipmodel.stages.delta", "zipmodel.stages.ggml")
+STAGE_MODULES = ("zipmodel.stages.quant", "zipmodel.stages.ecsq", "zipmodel.stages.delta",
+                 "zipmodel.stages.ggml")  # fmt: skip
 _stages: dict[str, type] | None = None
 _extra: dict[str, type] = {}
 _stages_lock = threading.Lock()
