@@ -145,6 +145,13 @@ class ZmFile:
             self._reader, self._entry(name), threads=self.threads, context=self.context
         )
 
+    def get_segment(self, i: int) -> np.ndarray:
+        """The bytes of the source's segment ``i`` (``index.segments`` order: verbatim headers
+        and gaps as well as tensors), decoded; dequantized for a lossy-staged tensor."""
+        if not 0 <= i < len(self._reader.index.segments):
+            raise IndexError(f"{self.name} has no segment {i}")
+        return decode_segment(self._reader, i, threads=self.threads, context=self.context)
+
     def get_part(self, name: str, part: str) -> np.ndarray:
         """The stored bytes (uint8) of part ``part`` of tensor ``name``, which a tensor stage
         stored (``"blocks"`` of a ggml stage, ``"codes"`` of int8, ...): its chunks decoded

@@ -86,13 +86,16 @@ def _register() -> None:
     from .decompress import decompress
     from .demo import demo
     from .eval import eval_cmd
+    from .export import export
     from .info import info
     from .pull import pull
     from .push import push
     from .verify import verify
     from .warmup import warmup
 
-    for cmd in (compress, decompress, info, verify, eval_cmd, demo, warmup, push, pull, batch):
+    for cmd in (
+        compress, decompress, info, verify, eval_cmd, demo, warmup, push, pull, batch, export,
+    ):  # fmt: skip
         cli.add_command(cmd)
 
 

@@ -20,6 +20,7 @@ bytes that remain before it moves on, so a hostile header fails fast, with no bi
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from ..dtypes import GGUF_BLOCKS
 from ..errors import GGUFError  # (defined there; importable from here)
 from .base import TENSOR, VERBATIM, Layout, Segment
 
-__all__ = ["GGML_TYPES", "GGUFError", "looks_like_gguf", "read_gguf"]
+__all__ = ["GGML_TYPES", "GGUFError", "GGUFHeader", "looks_like_gguf", "read_gguf", "read_header"]
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
@@ -159,6 +160,51 @@ def _read_metadata(cur: _Cursor, n_kv: int) -> tuple[int, dict[str, Any]]:
         else:
             _skip_value(cur, vtype, key, budget)
     return alignment, kept
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    """What ``zipmodel export`` keeps of a GGUF source's header: the key/value pairs as their
+    bytes (copied verbatim into the new file), their count, the alignment and the tensor
+    names in the order of the tensor infos."""
+
+    version: int
+    kv_count: int
+    kv_bytes: bytes
+    alignment: int
+    tensor_names: tuple[str, ...]
+
+
+def read_header(data: np.ndarray) -> GGUFHeader:
+    """The header of a GGUF file (``data``: at least its bytes up to the tensor data, uint8),
+    checked as :func:`read_gguf` checks it."""
+    cur = _Cursor(data)
+    cur.need(24, "the GGUF header")
+    if bytes(cur.buf[:4]) != MAGIC:
+        raise GGUFError("no GGUF magic")
+    cur.pos = 4
+    version = cur.u32("version")
+    if version not in VERSIONS:
+        raise GGUFError(f"GGUF version {version} is not supported")
+    n_tensors = cur.u64("tensor count")
+    n_kv = cur.u64("metadata count")
+    if n_kv * 13 > cur.size - cur.pos or n_tensors * 24 > cur.size - cur.pos:
+        raise GGUFError("the header's counts cannot fit in its bytes")
+    start = cur.pos
+    alignment, _ = _read_metadata(cur, n_kv)
+    kv = bytes(cur.buf[start : cur.pos])
+    names = []
+    for i in range(n_tensors):
+        raw = cur.string(f"name of tensor {i}", MAX_NAME)
+        if raw is None:
+            raise GGUFError(f"name of tensor {i} is longer than {MAX_NAME} bytes")
+        n_dims = cur.u32("rank")
+        if n_dims > MAX_DIMS:
+            raise GGUFError(f"tensor {i} has {n_dims} dimensions, more than {MAX_DIMS}")
+        cur.need(8 * n_dims + 12, "a tensor info")
+        cur.pos += 8 * n_dims + 12
+        names.append(raw.decode("utf-8", "replace"))
+    return GGUFHeader(version, n_kv, kv, alignment, tuple(names))
 
 
 def read_gguf(data: np.ndarray) -> Layout:
