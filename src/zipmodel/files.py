@@ -233,9 +233,12 @@ def compress_file(
     """
     options = _options(level, chunk_size)
     lossy_opts = LossyOptions.of(lossy, **lossy_options)  # checked before any work
-    chooser = lossy_chooser(lossy_opts)
-    if chooser is not None and stages is not None:
+    targeted = lossy_opts.targeted
+    chooser = None if targeted else lossy_chooser(lossy_opts)
+    if (chooser is not None or targeted) and stages is not None:
         raise ValueError("give lossy= or stages=, not both")
+    if targeted and base is not None:
+        raise ValueError("base= cannot be combined with a target size or bits")
     chooser = chooser or stages
     if base is not None and (chooser is not None or context is not None):
         raise ValueError("base= cannot be combined with lossy=, stages= or context=")
@@ -247,6 +250,9 @@ def compress_file(
         layout = read_layout(source.data, format=format, dtype=_hint(dtype), path=str(src))
         if chooser is not None and stages is None:  # rules that see the state-dict names
             chooser = lossy_chooser(lossy_opts, layout)
+        alloc = _allocation(source.data, layout, lossy_opts, chunk_size) if targeted else None
+        if alloc is not None:
+            chooser = alloc.chooser
         if bm is not None:  # per tensor: standalone, xor, sub or same, as measured
             chooser, context = delta_chooser(
                 source.data,
@@ -271,6 +277,10 @@ def compress_file(
                 context=context,
             )
 
+        if alloc is not None:  # measuring passes: the budget moves by what they missed
+            for _ in range(_Allocated.PASSES):
+                if not alloc.correct(run(_Discard())):
+                    break
         if _is_fileobj(dst):
             res, out_name = run(dst), str(getattr(dst, "name", "<stream>"))
         else:
@@ -280,6 +290,111 @@ def compress_file(
             out_name = str(dst)
     summary = summarize(res.index, res.output_size)
     return CompressReport(str(src), out_name, summary, res.seconds, res.chunk_seconds, layout.note)
+
+
+class _Discard:
+    """A sink that counts what it is given (the allocation's measuring pass)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def write(self, b) -> int:
+        self.n += len(memoryview(b).cast("B"))
+        return len(b)
+
+    def tell(self) -> int:
+        return self.n
+
+    def flush(self) -> None:
+        pass
+
+
+class _Allocated:
+    """``--target-bits`` / ``--target-size`` on one file: the selected tensors' ECSQ curves,
+    the steps for the budget, and the one correction from a measured pass."""
+
+    TOLERANCE = 0.01  # bits per quantized weight: closer than this, no correction
+    PASSES = 2  # at most this many measuring passes (one was 0.023 bits off on a tiny model)
+
+    def __init__(self, alloc, goal_bits: float, whole_file: bool, layout: Layout, opts):
+        from .stages.rules import stage_chooser
+
+        self.alloc, self.goal, self.whole_file = alloc, goal_bits, whole_file
+        self.budget = goal_bits
+        self.chooser = stage_chooser(
+            lambda seg: alloc.stage_for(seg.name or ""),
+            keep=opts.keep,
+            only=opts.only,
+            layout=layout,
+        )
+
+    def fit(self, budget: float) -> None:
+        from .stages.allocate import BudgetError
+
+        n = self.alloc.elements
+        try:
+            self.alloc.fit(budget)
+        except BudgetError:
+            lo, _ = self.alloc.reachable_bits_per_weight()
+            what = (
+                f"a container of {self.goal / 8:,.0f} bytes"
+                if self.whole_file
+                else f"{self.goal / n:.3f} bits per weight"
+            )
+            raise ZipmodelError(
+                f"the target ({what}) is below what ECSQ reaches on the {len(self.alloc.curves)} "
+                f"tensors it may quantize ({lo:.3f} bits per weight at the coarsest step)",
+                hint="raise --target-bits / --target-size, or --keep fewer tensors exact",
+            ) from None
+        self.budget = budget
+
+    def correct(self, res) -> bool:
+        """Move the budget by what the measured pass ``res`` missed the goal by; whether it
+        did."""
+        s = summarize(res.index, res.output_size)
+        names = {c.name for c in self.alloc.curves}
+        staged = sum(t.compressed_bytes for t in s.tensors if t.stage and t.name in names)
+        got = 8.0 * (s.container_bytes if self.whole_file else staged)
+        if abs(got - self.goal) <= self.TOLERANCE * self.alloc.elements:
+            return False
+        self.fit(self.alloc.estimate_bits + (self.goal - got))
+        return True
+
+
+def _allocation(data: np.ndarray, layout: Layout, opts: LossyOptions, chunk_size: int):
+    """The ECSQ allocation for ``opts.target_bits`` / ``target_size`` over the tensors the
+    rules select (``None`` when they select none)."""
+    from .stages.allocate import Allocation, curves_of
+    from .stages.quant_common import as_values
+    from .stages.rules import stage_chooser
+
+    sel = stage_chooser(lambda seg: True, keep=opts.keep, only=opts.only, layout=layout)  # type: ignore[arg-type,return-value]
+    segs = [s for s in layout.segments if sel(s) is not None]
+    if not segs:
+        return None
+
+    def values():
+        for s in segs:
+            raw = data[s.offset : s.offset + s.size]
+            with np.errstate(invalid="ignore"):
+                yield s.name or "", as_values(raw, s.dtype or "")
+
+    alloc = Allocation(curves_of(values(), chunk_elements=chunk_size))
+    if not alloc.curves:
+        return None
+    n = alloc.elements
+    if opts.target_bits is not None:
+        a = _Allocated(alloc, float(opts.target_bits) * n, False, layout, opts)
+        a.fit(a.goal)
+    else:
+        a = _Allocated(alloc, 8.0 * float(opts.target_size or 0), True, layout, opts)
+        # first guess: everything else stored as it is (the measured pass corrects it)
+        names = {c.name for c in alloc.curves}
+        rest = sum(
+            s.size for s in layout.segments if (s.name or "") not in names or s.kind != "tensor"
+        )
+        a.fit(a.goal - 8.0 * rest)
+    return a
 
 
 def _meta(meta: bool | FileMeta, src) -> FileMeta | None:

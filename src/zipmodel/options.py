@@ -30,6 +30,7 @@ PRESETS = ("bf16", "fp8", "int8", "int4", "nf4", *GGML_PRESETS)
 DEFAULT_GROUP_SIZE = 64
 GROUP_SIZES = (32, 128)  # what a new container may use; decoding accepts any recorded size
 MANTISSA_BITS = (0, 22)  # mantissa rounding alone (FP32 keeps 23); with bf16 at most 7
+TARGET_BITS = (0.05, 8.0)  # --target-bits: bits per quantized weight (ECSQ, stages.allocate)
 BF16_MANTISSA_BITS = 7
 
 # The keywords that only tune a stage: alone (no preset, no mantissa_bits) they mean nothing.
@@ -45,7 +46,10 @@ class LossyOptions:
     float mantissas to that many bits (alone, or with ``bf16``); ``group_size`` (32-128):
     elements per scale for ``int4``/``nf4``; ``per_tensor``: one ``fp8`` scale per tensor;
     ``asymmetric``: ``int4`` groups with a zero point; ``keep``/``only``: name globs that
-    exclude / restrict tensors (docs/lossy.md). ``LossyOptions()`` is "nothing lossy":
+    exclude / restrict tensors (docs/lossy.md); ``target_bits`` (bits per weight on disk over
+    the tensors the rules select) or ``target_size`` (bytes of the whole container): ECSQ with
+    a step per tensor chosen to minimise the total squared error at that budget (no preset;
+    ``zipmodel.stages.allocate``). ``LossyOptions()`` is "nothing lossy":
     :attr:`enabled` is false. A combination that means nothing raises ``ValueError`` naming
     the field.
     """
@@ -57,6 +61,8 @@ class LossyOptions:
     asymmetric: bool = False
     keep: tuple[str, ...] = ()
     only: tuple[str, ...] = ()
+    target_bits: float | None = None
+    target_size: int | None = None
 
     def __post_init__(self) -> None:
         # globs may come as any sequence (click gives tuples, callers lists): store tuples
@@ -68,6 +74,7 @@ class LossyOptions:
         p, bits = self.preset, self.mantissa_bits
         if p is not None and p not in PRESETS:
             raise ValueError(f"unknown lossy preset {p!r}; choose one of {', '.join(PRESETS)}")
+        self._check_target()
         if not self.enabled:
             tuned = [n for n in TUNING if getattr(self, n) != _DEFAULTS[n]]
             if tuned:
@@ -94,11 +101,34 @@ class LossyOptions:
         if p in ("int4", "nf4") and not lo <= self.group_size <= hi:
             raise ValueError(f"group size must be in [{lo}, {hi}], not {self.group_size}")
 
+    def _check_target(self) -> None:
+        tb, ts = self.target_bits, self.target_size
+        if tb is None and ts is None:
+            return
+        if tb is not None and ts is not None:
+            raise ValueError("give target_bits or target_size, not both")
+        if self.preset is not None or self.mantissa_bits is not None:
+            raise ValueError(
+                "target_bits/target_size choose the stage themselves (ECSQ): drop the lossy "
+                "preset / mantissa_bits"
+            )
+        if tb is not None:
+            lo, hi = TARGET_BITS
+            if isinstance(tb, bool) or not isinstance(tb, (int, float)) or not lo <= tb <= hi:
+                raise ValueError(f"target bits must be in [{lo}, {hi}] bits per weight, not {tb}")
+        if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int) or ts <= 0):
+            raise ValueError(f"target size must be a positive number of bytes, not {ts}")
+
+    @property
+    def targeted(self) -> bool:
+        """Whether a budget (``target_bits`` / ``target_size``) picks the steps."""
+        return self.target_bits is not None or self.target_size is not None
+
     @property
     def enabled(self) -> bool:
-        """Whether a lossy stage is asked for: a preset or a mantissa rounding (the other
-        fields only tune one)."""
-        return self.preset is not None or self.mantissa_bits is not None
+        """Whether a lossy stage is asked for: a preset, a mantissa rounding or a budget (the
+        other fields only tune one)."""
+        return self.preset is not None or self.mantissa_bits is not None or self.targeted
 
     @classmethod
     def of(cls, lossy: str | LossyOptions | None = None, /, **fields: Any) -> LossyOptions:
@@ -133,6 +163,10 @@ class LossyOptions:
         parts = [f"--lossy {self.preset}"] if self.preset else []
         if self.mantissa_bits is not None:
             parts.append(f"--mantissa-bits {self.mantissa_bits}")
+        if self.target_bits is not None:
+            parts.append(f"--target-bits {self.target_bits:g}")
+        if self.target_size is not None:
+            parts.append(f"--target-size {self.target_size}")
         return " ".join(parts)
 
 

@@ -153,6 +153,11 @@ def lossy_chooser(
     ``layout`` as in :func:`stage_chooser`), ``None`` when nothing lossy is asked for."""
     if not options.enabled:
         return None
+    if options.targeted:
+        raise ValueError(
+            "target_bits/target_size need the tensors' values: zipmodel.compress_file "
+            "allocates them (zipmodel.stages.allocate)"
+        )
     if options.preset in GGML_PRESETS:  # a type per tensor: the preset or its fallback
         from .ggml import ggml_picker
 
