@@ -111,12 +111,17 @@ The result objects per command:
   (`ok`; `duplicate`: the same content as `duplicate_of`, whose output it names; `skipped`:
   recorded by an earlier run and still valid), `source_bytes`, `output_bytes`, `ratio`,
   `seconds`, `worker`, `source_sha256`, `output_sha256` (as in `OUTDIR/batch.jsonl`).
+- `export` ([export.md](export.md)): `output`, `format` (`gguf`), `tensors`, `types` (ggml
+  type name -> tensors written in it), `metadata` (`source`: a GGUF source's key/value pairs
+  kept; `minimal`: no `general.architecture`), `output_bytes`, `seconds`, `converted`
+  (tensor -> `"U8 -> I16"` for dtypes GGUF lacks, widened exactly).
 - Lossy containers ([lossy.md](lossy.md)): when `lossy` is true, `compress` and `info` hold
   `quality`, the exact total over the quantized tensors (`rel_rms`, `max_abs`, `snr_db` (null
   when infinite), `bits` before coding, `bits_per_weight` after, `tensors`, `elements`,
   `original_bytes`, `compressed_bytes`, and the sums `sq_err`, `sq_ref`, `count`, `nonfinite`,
   `stored_bits`), the tensor list (also in `compress`), and each quantized tensor has `stage`,
-  `lossy`, `quality` (the same keys for that tensor) and `bits_per_weight`; `verify` gives the
+  `lossy`, `quality` (the same keys for that tensor), `bits_per_weight` and, when the stage
+  says how it stored it (a ggml fallback type), `note`; `verify` gives the
   original's `sha256` as recorded and `restored_sha256` of the bytes decompress writes. A
   folder's `compress`/`info` result has `lossy`, `quality` over all its files, and (`info`)
   `lossy_files`.
@@ -193,6 +198,7 @@ COMMANDS = {
     "pull": ("pull",),
     "eval": ("eval",),
     "batch": ("batch",),
+    "export": ("export",),
 }
 
 # The --json envelope of every command (version 2), as docs/cli.md prints it.
@@ -319,6 +325,13 @@ SCHEMA = {
                 "duplicate_of": {"type": STR},
             },
         },
+        "export": _obj(
+            "file",
+            "output", "format", "tensors", "types", "metadata", "output_bytes", "seconds",
+            output=STR, format={"enum": ["gguf"]}, tensors=INT, types="object",
+            metadata={"enum": ["source", "minimal"]}, output_bytes=INT, seconds=NUM,
+            converted="object",
+        ),
         "eval": _obj(
             "eval",
             "original", "compressed", "replaced", "sentences", "embedding_dim", "mean_cosine",

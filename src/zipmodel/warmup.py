@@ -19,8 +19,9 @@ import numpy as np
 __all__ = ["GROUPS", "run_group", "warmup"]
 
 # Independent groups of kernels: "max" is the 2-D and context rANS coders (level max), "core"
-# everything the fast and default levels and every decoder use.
-GROUPS = ("core", "max")
+# everything the fast and default levels and every decoder use, "ggml" the block quantizers
+# and dequantizers of the ggml presets (--lossy q4_k, ...: about 15 s cold).
+GROUPS = ("core", "max", "ggml")
 
 
 def warmup(jobs: int = 0) -> float:
@@ -58,17 +59,20 @@ def run_group(group: str) -> None:
         _codecs_and_transforms()
     elif group == "max":
         _round_trips(("max",))
+    elif group == "ggml":
+        _ggml_round_trips()
     else:
         raise ValueError(f"unknown warm-up group {group!r} (one of {', '.join(GROUPS)})")
 
 
-def _checkpoint() -> bytes:
-    """A small safetensors file: weight-like BF16, F16 and F32 matrices, a bias, an integer."""
+def _checkpoint(cols: int = 128) -> bytes:
+    """A small safetensors file: weight-like BF16, F16 and F32 matrices (rows of ``cols``), a
+    bias, an integer."""
     import json
     import struct
 
     rng = np.random.default_rng(0)
-    w = (rng.standard_normal((96, 128)) * 0.02).astype(np.float32)
+    w = (rng.standard_normal((96, cols)) * 0.02).astype(np.float32)
     tensors = {
         "bf16.weight": ("BF16", (w.view(np.uint32) >> 16).astype(np.uint16)),
         "f16.weight": ("F16", w.astype(np.float16)),
@@ -96,6 +100,19 @@ def _round_trips(levels) -> None:
             blob = compress_bytes(data, level=level, chunk_size=16 << 10, threads=threads)
             if decompress_bytes(blob, threads=threads) != data:
                 raise RuntimeError(f"warm-up round trip at level {level} differs")
+
+
+def _ggml_round_trips() -> None:
+    """Each ggml preset through the pipeline (its quantizer and dequantizer, as compress and
+    decompress call them)."""
+    from .api import compress_bytes, decompress_bytes
+    from .options import GGML_PRESETS
+
+    data = _checkpoint(256)  # rows of whole 256-blocks: every K-type, not its q8_0 fallback
+    for preset in GGML_PRESETS:
+        blob = compress_bytes(data, lossy=preset, chunk_size=16 << 10, threads=1)
+        if len(decompress_bytes(blob, threads=1)) != len(data):
+            raise RuntimeError(f"warm-up round trip of {preset} lost bytes")
 
 
 def _codecs_and_transforms() -> None:
