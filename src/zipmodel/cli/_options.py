@@ -15,6 +15,7 @@ from ..options import (
     GROUP_SIZES,
     NO_LOSSY,
     PRESETS,
+    TARGET_BITS,
     TUNING,
     LossyOptions,
 )
@@ -192,11 +193,36 @@ def folder_options(f):
 # The --lossy presets and ranges come from zipmodel.stages.options (light: no numpy).
 LOSSY_PRESETS = PRESETS
 # The click parameters that make one LossyOptions (``--lossy`` is its ``preset``).
-LOSSY_PARAMS = ("lossy", "mantissa_bits", "group_size", "per_tensor", "asymmetric", "keep", "only")
+LOSSY_PARAMS = (
+    "lossy",
+    "mantissa_bits",
+    "group_size",
+    "per_tensor",
+    "asymmetric",
+    "keep",
+    "only",
+    "target_bits",
+    "target_size",
+)
 
 
 def lossy_options(f):
-    """--lossy, --mantissa-bits, --group-size, --per-tensor, --asymmetric, --keep, --only."""
+    """--lossy, --mantissa-bits, --group-size, --per-tensor, --asymmetric, --keep, --only,
+    --target-bits, --target-size."""
+    f = click.option(
+        "--target-size",
+        type=ByteSize(),
+        metavar="SIZE",
+        help="Lossy: the whole .zm at about SIZE bytes (4G, 500M, ...): ECSQ steps chosen per "
+        "tensor for the least total squared error (docs/lossy.md).",
+    )(f)
+    f = click.option(
+        "--target-bits",
+        type=click.FloatRange(*TARGET_BITS),
+        metavar="B",
+        help="Lossy: B bits per weight on disk over the tensors it may quantize, after "
+        "entropy coding: ECSQ steps chosen per tensor for the least total squared error.",
+    )(f)
     f = click.option(
         "--only",
         multiple=True,
@@ -246,7 +272,8 @@ def lossy_from_params(params: dict[str, Any]) -> LossyOptions:
     kw = {name: params.pop(name) for name in LOSSY_PARAMS}
     preset = kw.pop("lossy")
     tuned = any(kw[n] != getattr(NO_LOSSY, n) for n in TUNING)
-    if preset is None and kw["mantissa_bits"] is None and tuned:
+    targeted = kw["target_bits"] is not None or kw["target_size"] is not None
+    if preset is None and kw["mantissa_bits"] is None and tuned and not targeted:
         raise click.UsageError(
             "--group-size, --per-tensor, --asymmetric, --keep and --only apply to a lossy "
             "stage: add --lossy PRESET (or --mantissa-bits N)"
