@@ -193,3 +193,28 @@ def test_cli_and_bad_input(model, tmp_path):
     # the default output name
     r = run("export", zm, "--to", "gguf", "-f", "-q")
     assert r.exit_code == 0 and (tmp_path / "m.gguf").exists()
+
+
+def test_a_delta_container_needs_its_base(tmp_path):
+    base = _w((64, 256))
+    ft = base.copy()
+    ft[0, 0] += 1
+    save_file({"w": base}, str(tmp_path / "base.safetensors"))
+    save_file({"w": ft}, str(tmp_path / "ft.safetensors"))
+    zm = tmp_path / "ft.zm"
+    zipmodel.compress_file(tmp_path / "ft.safetensors", zm, base=tmp_path / "base.safetensors")
+    r = run("export", zm, "--to", "gguf", "-o", tmp_path / "ft.gguf")
+    assert r.exit_code == 1 and "base" in r.output and not (tmp_path / "ft.gguf").exists()
+    r = run(
+        "export",
+        zm,
+        "--to",
+        "gguf",
+        "-o",
+        tmp_path / "ft.gguf",
+        "--base",
+        tmp_path / "base.safetensors",
+    )
+    assert r.exit_code == 0, r.output
+    (t,) = gguf.GGUFReader(str(tmp_path / "ft.gguf")).tensors
+    assert np.asarray(t.data).tobytes() == ft.tobytes()

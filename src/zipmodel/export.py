@@ -211,18 +211,19 @@ def export_file(
     to: str = "gguf",
     force: bool = False,
     threads: int = 0,
+    base: str | os.PathLike | None = None,
 ) -> ExportReport:
     """Write the container ``src`` as a ``to`` file (``gguf``) at ``dst`` (default:
     :func:`default_export_output`); see the module doc for what is written. Raises
     ``ValueError`` for an unknown ``to``, :class:`~zipmodel.errors.ZipmodelError` for a
     container without tensors, ``OutputExistsError`` for an existing ``dst`` without
-    ``force``."""
+    ``force``. ``base``: the base model a ``--base`` container needs (docs/delta.md)."""
     if to not in EXPORT_FORMATS:
         raise ValueError(f"cannot export to {to!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     gguf = _gguf()
     t0 = time.perf_counter()
     dst = Path(dst) if dst is not None else default_export_output(src, to)
-    with ZmFile(src, threads=threads) as f:
+    with ZmFile(src, threads=threads, base=base) as f:
         tensors = _plan(f, gguf)
         if not tensors:
             raise ZipmodelError(

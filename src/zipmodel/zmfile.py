@@ -150,6 +150,8 @@ class ZmFile:
         and gaps as well as tensors), decoded; dequantized for a lossy-staged tensor."""
         if not 0 <= i < len(self._reader.index.segments):
             raise IndexError(f"{self.name} has no segment {i}")
+        if self._missing_base:  # raises, naming the base's SHA-256
+            context_for(self._reader.index, None, path=self.name)
         return decode_segment(self._reader, i, threads=self.threads, context=self.context)
 
     def get_part(self, name: str, part: str) -> np.ndarray:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ._options import threads_option
+from ._options import base_option, threads_option
 from ._output import Output, human_bytes
 
 
@@ -28,9 +28,10 @@ from ._output import Output, human_bytes
 )
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @threads_option
+@base_option("The base model a container compressed with --base needs (docs/delta.md).")
 @click.option("--json", "json_mode", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def export(path, to, output, force, threads, json_mode, quiet):
+def export(path, to, output, force, threads, base, json_mode, quiet):
     """Write a container as a file other tools load directly: --to gguf (llama.cpp).
 
     Tensors a ggml preset stored (compress --lossy q4_k, q8_0, ...) are written as their
@@ -47,7 +48,7 @@ def export(path, to, output, force, threads, json_mode, quiet):
 
     out = Output("export", quiet=quiet, json_mode=json_mode)
     try:
-        rep = exp.export_file(path, output, to=to, force=force, threads=threads)
+        rep = exp.export_file(path, output, to=to, force=force, threads=threads, base=base)
         types = ", ".join(f"{k} {n}" for k, n in sorted(rep.types.items(), key=lambda kv: -kv[1]))
         out.line(
             f"{path} -> {rep.output}  {rep.tensors} tensors ({types})  "
