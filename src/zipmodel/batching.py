@@ -31,44 +31,33 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .batchplan import (
+    RECORD,
+    BatchItem,
+    file_sha256,
+    hash_source,
+    load_records,
+    plan,
+    read_manifest,
+    stamp,
+    stamps,
+    still_holds,
+    tree_sha256,
+)
 from .errors import MissingDependencyError, ZipmodelError
 
 __all__ = ["RECORD", "BatchItem", "BatchProgress", "BatchReport", "batch"]
 
-RECORD = "batch.jsonl"
-SUFFIX = ".zm"
 # A worker dying this often while running one task makes the scheduler give up on it
 # (distributed's ``allowed-failures``, whose default we keep); ``retries`` covers errors
 # raised by the task itself that may not recur (I/O on a network filesystem).
 DEFAULT_RETRIES = 2
-_HASH_BLOCK = 8 << 20
-
-
-@dataclass
-class BatchItem:
-    """One source of a batch and what became of it (one line of ``batch.jsonl``)."""
-
-    source: str
-    output: str
-    kind: str = "file"  # or "folder"
-    base: str | None = None
-    status: str = "pending"  # ok, failed, duplicate, skipped (resumed: recorded earlier)
-    record: dict[str, Any] = field(default_factory=dict)
-    error: BaseException | None = None  # for a failed item: the exception, when it came back
-
-    @property
-    def source_bytes(self) -> int:
-        return int(self.record.get("source_bytes", 0))
-
-    @property
-    def message(self) -> str:
-        return str(self.record.get("message", ""))
 
 
 @dataclass
@@ -142,14 +131,10 @@ def _compress_task(
             worker=worker,
             threads=threads,
         )
-        out.update(_stamps(source, output, kind))
+        out.update(stamps(source, output, kind))
         return out
     except ZipmodelError as exc:
         return {"status": "failed", "message": str(exc), "hint": exc.hint, "worker": worker}
-
-
-def _hash_task(source: str, kind: str) -> str:
-    return tree_sha256(source) if kind == "folder" else file_sha256(source)
 
 
 def _worker_name() -> str:
@@ -159,170 +144,6 @@ def _worker_name() -> str:
         return get_worker().address
     except (ImportError, ValueError):
         return f"pid {os.getpid()}"
-
-
-# -- content hashes and cheap stamps -----------------------------------------------------------
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        buf = bytearray(_HASH_BLOCK)
-        view = memoryview(buf)
-        while n := f.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
-
-
-def _tree_files(root: str | os.PathLike) -> list[tuple[str, Path]]:
-    """``(relative path, path)`` of every file under ``root`` (symlinks to files included:
-    a Hugging Face snapshot), sorted, so a folder hashes the same wherever it lies."""
-    root = Path(root)
-    found = []
-    for d, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in files:
-            p = Path(d) / name
-            if p.is_file():
-                found.append((p.relative_to(root).as_posix(), p))
-    return sorted(found)
-
-
-def tree_sha256(root: str | os.PathLike) -> str:
-    """SHA-256 over a folder: of the lines ``relative path NUL file SHA-256`` in path order."""
-    h = hashlib.sha256()
-    for rel, p in _tree_files(root):
-        h.update(f"{rel}\0{file_sha256(p)}\n".encode())
-    return h.hexdigest()
-
-
-def _stamp(path: str | os.PathLike, kind: str) -> tuple[int, int]:
-    """``(bytes, newest mtime_ns)`` of a file, or over a folder's files (a changed, added or
-    removed file moves one of them, short of a same-size edit that keeps the times)."""
-    if kind != "folder":
-        st = os.stat(path)
-        return st.st_size, st.st_mtime_ns
-    size, mtime, n = 0, 0, 0
-    for _rel, p in _tree_files(path):
-        st = p.stat()
-        size, mtime, n = size + st.st_size, max(mtime, st.st_mtime_ns), n + 1
-    return size, mtime + n  # the file count moves it too
-
-
-def _stamps(source: str, output: str, kind: str) -> dict[str, int]:
-    s, o = _stamp(source, kind), _stamp(output, kind)
-    return {
-        "source_size": s[0],
-        "source_mtime_ns": s[1],
-        "output_size": o[0],
-        "output_mtime_ns": o[1],
-    }
-
-
-# -- planning: sources -> items ----------------------------------------------------------------
-def read_manifest(path: str | os.PathLike) -> list[dict[str, str | None]]:
-    """The lines ``{"source": PATH, "base": PATH?, "output": PATH?}`` of a JSONL manifest.
-
-    Relative ``source`` and ``base`` paths are relative to the manifest's folder; a relative
-    ``output`` to the batch's output folder.
-    """
-    where = Path(path).resolve().parent
-    entries = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ZipmodelError(f"line {n}: not JSON ({e.msg})", path=path) from None
-            if not isinstance(d, dict) or not isinstance(d.get("source"), str):
-                raise ZipmodelError(f'line {n}: wants {{"source": PATH, ...}}', path=path)
-            unknown = set(d) - {"source", "base", "output"}
-            if unknown:
-                raise ZipmodelError(f"line {n}: unknown keys {sorted(unknown)}", path=path)
-            for k in ("base", "output"):
-                if d.get(k) is not None and not isinstance(d[k], str):
-                    raise ZipmodelError(f"line {n}: {k} must be a path", path=path)
-            entries.append(
-                {
-                    "source": str(where / d["source"]),
-                    "base": str(where / d["base"]) if d.get("base") else None,
-                    "output": d.get("output"),
-                }
-            )
-    return entries
-
-
-def _plan(
-    entries: Iterable[Mapping[str, str | None]], out_dir: Path, default_base: str | None
-) -> tuple[list[BatchItem], list[tuple[str, str]]]:
-    """Items for the sources (absolute paths; output ``OUTDIR/NAME.zm`` unless named), and
-    ``(source, message)`` for sources skipped on purpose (already compressed)."""
-    from .folder import is_zm_folder
-
-    items: list[BatchItem] = []
-    skipped: list[tuple[str, str]] = []
-    outputs: dict[str, str] = {}
-    for e in entries:
-        src = Path(os.path.abspath(e["source"]))
-        base = e.get("base") or default_base
-        kind = "folder" if src.is_dir() else "file"
-        if src.name.endswith(SUFFIX) or (kind == "folder" and is_zm_folder(src)):
-            skipped.append((str(e["source"]), f"{e['source']}: already compressed -- ignored"))
-            continue
-        out = out_dir / (e.get("output") or src.name + SUFFIX)
-        out = Path(os.path.abspath(out))
-        if str(out) in outputs:
-            raise ZipmodelError(
-                f"{outputs[str(out)]} and {src} would both be written to {out}",
-                hint='name the outputs in a --manifest: {"source": ..., "output": ...}',
-            )
-        outputs[str(out)] = str(src)
-        items.append(
-            BatchItem(
-                str(src),
-                str(out),
-                kind,
-                os.path.abspath(base) if base else None,
-            )
-        )
-    return items, skipped
-
-
-def load_records(out_dir: str | os.PathLike) -> dict[tuple[str, str], dict[str, Any]]:
-    """The last record per ``(source, output)`` in ``OUTDIR/batch.jsonl`` (a torn last line,
-    from a client killed while writing it, is ignored)."""
-    records: dict[tuple[str, str], dict[str, Any]] = {}
-    path = Path(out_dir) / RECORD
-    if not path.exists():
-        return records
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-                records[(r["source"], r["item_output"])] = r
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-    return records
-
-
-def _still_holds(item: BatchItem, rec: Mapping[str, Any] | None, options: dict) -> bool:
-    """Whether ``rec`` (an earlier run's line) still describes ``item``: cheap stamps first,
-    SHA-256 only where a stamp moved."""
-    if rec is None or rec.get("status") not in ("ok", "duplicate"):
-        return False
-    if rec.get("base") != item.base or rec.get("options") != options:
-        return False
-    kind = rec.get("kind", "file")
-    if kind != item.kind:
-        return False
-    try:
-        for path, what in ((rec["output"], "output"), (item.source, "source")):
-            moved = _stamp(path, kind) != (rec[f"{what}_size"], rec[f"{what}_mtime_ns"])
-            if moved and _hash_task(path, kind) != rec[f"{what}_sha256"]:
-                return False
-    except (OSError, KeyError, TypeError):
-        return False
-    return True
 
 
 # -- the batch ---------------------------------------------------------------------------------
@@ -396,7 +217,7 @@ def batch(
     if min_size is not None:
         folder_options["min_size"] = min_size
 
-    items, skipped = _plan(entries, out_dir, os.fspath(base) if base is not None else None)
+    items, skipped = plan(entries, out_dir, os.fspath(base) if base is not None else None)
     for src, msg in skipped:
         item = BatchItem(src, "", status="skipped")
         item.record = {"source": src, "status": "skipped", "message": msg}
@@ -411,7 +232,7 @@ def batch(
             continue
         rec = records.get((item.source, item.output))
         missing = not os.path.exists(item.source)
-        if not missing and _still_holds(item, rec, _record_options(item, options, folder_options)):
+        if not missing and still_holds(item, rec, _record_options(item, options, folder_options)):
             item.status, item.record = "skipped", dict(rec)
             state.skipped += 1
         else:
@@ -435,7 +256,7 @@ def batch(
 
             for item in pending:  # sizes, for the order and to find candidate duplicates
                 try:
-                    item.record["source_bytes"] = _stamp(item.source, item.kind)[0]
+                    item.record["source_bytes"] = stamp(item.source, item.kind)[0]
                 except OSError as exc:  # gone: no cluster needed to say so
                     _record(item, None, exc, options, folder_options)
                     finish(item)
@@ -612,7 +433,7 @@ def _duplicates(client, todo: list[BatchItem]) -> _Groups:
     if not candidates:
         return groups
     futs = client.map(
-        _hash_task,
+        hash_source,
         [i.source for i in candidates],
         [i.kind for i in candidates],
         pure=False,
@@ -672,7 +493,7 @@ def _record_duplicate(item: BatchItem, primary: BatchItem, options, folder_optio
             hint=p.get("hint", ""),
         )
     else:
-        s = _stamp(item.source, item.kind)
+        s = stamp(item.source, item.kind)
         rec.update(
             status="duplicate",
             output=primary.output,
