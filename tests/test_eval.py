@@ -142,6 +142,8 @@ def test_eval_single_zm_of_another_name(tiny, tmp_path):
 @pytest.mark.corpus
 @pytest.mark.slow
 def test_eval_minilm_lossless(corpus, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")  # installed by .ci/run (ZIPMODEL_TEST_TORCH=1)
     compress_dir(corpus / "minilm", tmp_path / "minilm.zm")
     rep = embedding_agreement(corpus / "minilm", tmp_path / "minilm.zm")
     assert len(rep.cosines) >= 100 and rep.dim == 384
@@ -158,6 +160,8 @@ def test_eval_minilm_lossless(corpus, tmp_path):
 )
 def test_minilm_lossy_targets(corpus, tmp_path, preset, max_bits, min_cos):
     """Issue 6's targets on the real model (benches/lossy.py has the full table)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")  # installed by .ci/run (ZIPMODEL_TEST_TORCH=1)
     import zipmodel
 
     compress_dir(corpus / "minilm", tmp_path / "minilm.zm", lossy=preset)
