@@ -136,7 +136,8 @@ class Output:
 
     @contextmanager
     def progress(self, description: str) -> Iterator:
-        """A callable ``update(done, total)`` driving a progress bar (a no-op when hidden)."""
+        """A callable ``update(done, total, description=None)`` driving a progress bar (a
+        no-op when hidden); a description given replaces the bar's label."""
         if not self.show_progress:
             yield None
             return
@@ -159,7 +160,12 @@ class Output:
             transient=True,
         ) as bar:
             task = bar.add_task(description, total=None)
-            yield lambda done, total: bar.update(task, completed=done, total=total)
+
+            def update(done, total, description: str | None = None) -> None:
+                label = {} if description is None else {"description": description}
+                bar.update(task, completed=done, total=total, **label)
+
+            yield update
 
 
 def emit_json(doc: dict[str, Any]) -> None:

@@ -197,34 +197,16 @@ def batch(
 def _progress(out: Output):
     """A progress bar over the batch's source bytes, with sources done and failed (a no-op
     off a terminal, with -q or --json)."""
-    if not out.show_progress:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    with Progress(
-        TextColumn("batch {task.fields[counts]}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=out.console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("batch", total=None, counts="")
+    with out.progress("batch") as bar:
+        if bar is None:
+            yield None
+            return
 
         def update(s) -> None:
             left = s.sources - s.skipped
             counts = f"{s.done}/{left} done" + (f", {s.failed} failed" if s.failed else "")
             if s.skipped:
                 counts += f", {s.skipped} skipped"
-            bar.update(task, completed=s.bytes_done, total=s.bytes_total or None, counts=counts)
+            bar(s.bytes_done, s.bytes_total or None, f"batch {counts}")
 
         yield update
