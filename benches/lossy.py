@@ -3,6 +3,8 @@
     python benches/lossy.py                    # the corpus's minilm folder, all rows
     python benches/lossy.py --no-eval          # skip the embedding cosine (no torch needed)
     python benches/lossy.py -o benches/results-lossy-2026-11-29.md
+    python benches/lossy.py --ecsq             # --target-bits 3.0/4.25/6.0 vs llama.cpp Q3_K,
+                                               # Q4_K, IQ4_XS, Q6_K on the same tensors
 
 One row per preset, each a ``zipmodel.compress_file(model.safetensors, lossy=...)`` with the
 default selection rules (norms, biases, 1-D and small tensors kept exact; the same tensors in
@@ -79,7 +81,7 @@ def _stage_options(preset, opts):
 
         if preset == "int8-g32":
             return {"stages": stage_chooser(Int8Stage(group_size=32))}
-        return {"stages": stage_chooser(Int8Stage(entropy_cap=None))}
+        return {"stages": stage_chooser(Int8Stage())}
     if preset is None and not opts:
         return {}
     return {"lossy": preset, **opts}
@@ -291,5 +293,149 @@ def main(argv=None) -> int:
     return 0
 
 
+# -- issue 18: --target-bits (ECSQ) against llama.cpp's K-quants on the same tensors ------
+
+ECSQ_TARGETS = (3.0, 4.25, 6.0)
+GGML_PEERS = (("Q3_K", 3.0), ("Q4_K", 4.25), ("IQ4_XS", 4.25), ("Q6_K", 6.0))  # (type, our row)
+GGML_DIR = HERE.parent.parent / "shared" / "peers" / "ggml"
+
+
+def _ggml_quantize():
+    """``quantize(x, type)`` of ../shared/peers/ggml, or None when the library is absent."""
+    if not (GGML_DIR / "libggml-base.so").is_file():
+        return None
+    sys.path.insert(0, str(GGML_DIR))
+    try:
+        from ggml_quant import quantize
+    except Exception as e:  # the .so does not load here
+        print(f"ggml peer unavailable: {e}", file=sys.stderr)
+        return None
+    return quantize
+
+
+def _values(src: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """The float32 values of the named tensors, read through zipmodel's own readers (so a
+    CTranslate2 .bin works as a safetensors file does)."""
+    from zipmodel.readers import read_layout
+    from zipmodel.stages.quant_common import as_values
+
+    data = np.fromfile(src, np.uint8)
+    layout = read_layout(data, path=str(src))
+    segs = {s.name: s for s in layout.segments if s.name in set(names)}
+    return {n: as_values(data[segs[n].offset : segs[n].offset + segs[n].size], segs[n].dtype)
+            .reshape(segs[n].shape) for n in names}  # fmt: skip
+
+
+def run_ecsq(src: Path, folder: Path | None, tmp: Path, evaluate: bool) -> list[dict]:
+    """Rows for ``compress_file(src, target_bits=B)`` and the ggml peers on its tensors."""
+    import zipmodel
+
+    rows = []
+    names: list[str] = []
+    for tb in ECSQ_TARGETS:
+        out = tmp / f"ecsq-{tb}.zm"
+        t0 = time.perf_counter()
+        rep = zipmodel.compress_file(src, out, force=True, target_bits=tb)
+        seconds = time.perf_counter() - t0
+        q = rep.summary.quality_total()
+        names = [t.name for t in rep.summary.staged()]
+        row = {"label": f"ecsq --target-bits {tb}", "bits": q["bits_per_weight"],
+               "rel_rms": q["rel_rms"], "seconds": seconds, "tensors": q["tensors"],
+               "elements": q["elements"], "target": tb}  # fmt: skip
+        if evaluate and folder is not None and tb == 4.25:
+            row["cos"] = _cosine(folder, out, True)
+        rows.append(row)
+        print(f"{src.name} {row['label']}: {row['bits']:.4f} bits/w, rel RMS "
+              f"{row['rel_rms']:.5f}, {seconds:.1f} s", file=sys.stderr)  # fmt: skip
+    quantize = _ggml_quantize()
+    if quantize is None:
+        return rows
+    vals = _values(src, names)
+    for qtype, _ in GGML_PEERS:
+        err = ref = 0.0
+        nbytes = count = 0
+        deq = {}
+        for n, w in vals.items():
+            # rows of 256 in storage order (every selected tensor here has 256 | its size,
+            # but MiniLM's rows are 384 long: llama.cpp itself would pick another type there)
+            y, nb = quantize(w.reshape(-1, 256), qtype)
+            w64 = w.reshape(-1).astype(np.float64)
+            err += float(np.square(y.reshape(-1).astype(np.float64) - w64).sum())
+            ref += float(np.square(w64).sum())
+            nbytes += nb
+            count += w.size
+            deq[n] = y.reshape(w.shape)
+        row = {"label": f"llama.cpp {qtype}", "bits": 8 * nbytes / count,
+               "rel_rms": (err / ref) ** 0.5, "tensors": len(vals), "elements": count}  # fmt: skip
+        if evaluate and folder is not None and qtype == "IQ4_XS":
+            from safetensors.numpy import load_file, save_file
+
+            full = load_file(str(src))
+            full.update({n: v.astype(full[n].dtype) for n, v in deq.items()})
+            st = tmp / "iq4_xs.safetensors"
+            save_file(full, str(st))
+            zipmodel.compress_file(st, tmp / "iq4_xs.zm", force=True)
+            row["cos"] = _cosine(folder, tmp / "iq4_xs.zm", True)
+        rows.append(row)
+        print(f"{src.name} {row['label']}: {row['bits']:.4f} bits/w, rel RMS "
+              f"{row['rel_rms']:.5f}", file=sys.stderr)  # fmt: skip
+    return rows
+
+
+def ecsq_main(argv) -> int:
+    ap = argparse.ArgumentParser(description="--target-bits (ECSQ) vs llama.cpp K-quants")
+    ap.add_argument("files", nargs="*", type=Path)
+    ap.add_argument("--folder", type=Path, default=CORPUS / "minilm")
+    ap.add_argument("--no-eval", action="store_true")
+    ap.add_argument("-o", "--output", type=Path, default=HERE / "results-lossy-2026-12-07.md")
+    args = ap.parse_args(argv)
+    files = args.files or [CORPUS / "minilm_fp32.safetensors", CORPUS / "minilm_bf16.safetensors",
+                           CORPUS / "whisper_tiny_ct2.bin"]  # fmt: skip
+    import zipmodel
+
+    doc = [
+        f"# --target-bits (ECSQ) against llama.cpp's quantizers ({datetime.date.today()})",
+        "",
+        f"`python benches/lossy.py --ecsq` — zipmodel {zipmodel.__version__}, {platform.machine()},"
+        f" {os.cpu_count()} CPUs, `compress_file(..., target_bits=B)` at the default level and "
+        "threads. Bits: the container's bytes of the quantized tensors (codes, escapes, frames) "
+        "× 8 / their weights; llama.cpp's: its packed blocks (no entropy coding), run on the "
+        "very same tensors through `../shared/peers/ggml/ggml_quant.py` `quantize()`, each "
+        "tensor in storage order as rows of 256 (MiniLM's and Whisper's rows are 384 long: "
+        "llama.cpp would store those in another type). rel RMS = sqrt(sum sq err / sum sq) "
+        "over those tensors. Cosine: `zipmodel eval` on MiniLM (the peer's dequantized tensors "
+        "in a safetensors, coded losslessly).",
+        "",
+    ]
+    with tempfile.TemporaryDirectory(prefix="zipmodel-ecsq-") as td:
+        for f in files:
+            if not f.is_file():
+                print(f"{f}: not found, skipped", file=sys.stderr)
+                continue
+            folder = args.folder if f.name == "minilm_fp32.safetensors" and not args.no_eval else None
+            rows = run_ecsq(f, folder, Path(td), folder is not None)
+            doc += [f"## {f.name} ({rows[0]['tensors']} tensors, {rows[0]['elements']:,} weights)",
+                    "", "| row | bits/weight | rel RMS | vs peer | compress s | cosine mean / min |",
+                    "|---|---|---|---|---|---|"]  # fmt: skip
+            by = {r["label"]: r for r in rows}
+            for r in rows:
+                vs = ""
+                if r["label"].startswith("ecsq"):
+                    peers = [q for q, t in GGML_PEERS if t == r["target"] and f"llama.cpp {q}" in by]
+                    vs = ", ".join(f"{r['rel_rms'] / by[f'llama.cpp {q}']['rel_rms'] - 1:+.1%} vs {q}"
+                                   for q in peers)  # fmt: skip
+                cos = r.get("cos")
+                doc.append(f"| {r['label']} | {r['bits']:.4f} | {r['rel_rms']:.5f} | {vs} | "
+                           f"{r.get('seconds', 0):.1f} | "
+                           f"{'' if cos is None else f'{cos[0]:.5f} / {cos[1]:.5f}'} |")  # fmt: skip
+            doc.append("")
+    text = "\n".join(doc)
+    print(text)
+    args.output.write_text(text)
+    return 0
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--ecsq":
+        sys.exit(ecsq_main(sys.argv[2:]))
     sys.exit(main())
