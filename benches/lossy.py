@@ -412,7 +412,9 @@ def ecsq_main(argv) -> int:
             if not f.is_file():
                 print(f"{f}: not found, skipped", file=sys.stderr)
                 continue
-            folder = args.folder if f.name == "minilm_fp32.safetensors" and not args.no_eval else None
+            folder = (
+                args.folder if f.name == "minilm_fp32.safetensors" and not args.no_eval else None
+            )
             rows = run_ecsq(f, folder, Path(td), folder is not None)
             doc += [f"## {f.name} ({rows[0]['tensors']} tensors, {rows[0]['elements']:,} weights)",
                     "", "| row | bits/weight | rel RMS | vs peer | compress s | cosine mean / min |",
@@ -421,7 +423,9 @@ def ecsq_main(argv) -> int:
             for r in rows:
                 vs = ""
                 if r["label"].startswith("ecsq"):
-                    peers = [q for q, t in GGML_PEERS if t == r["target"] and f"llama.cpp {q}" in by]
+                    peers = [
+                        q for q, t in GGML_PEERS if t == r["target"] and f"llama.cpp {q}" in by
+                    ]
                     vs = ", ".join(f"{r['rel_rms'] / by[f'llama.cpp {q}']['rel_rms'] - 1:+.1%} vs {q}"
                                    for q in peers)  # fmt: skip
                 cos = r.get("cos")
