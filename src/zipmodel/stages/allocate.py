@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .ecsq import EcsqStage, rd_points
+from .ecsq import MAX_GROUPS, EcsqStage, code_bits, level_counts, rd_points, row_ranks
 
 __all__ = [
     "STEPS_PER_OCTAVE",
@@ -44,6 +44,7 @@ STEPS_PER_OCTAVE = 32  # 16 left small models 0.03 bits off their target
 LADDER = 2.0 ** (np.arange(-10 * STEPS_PER_OCTAVE, 4 * STEPS_PER_OCTAVE + 1) / STEPS_PER_OCTAVE)
 CHUNK_OVERHEAD_BYTES = 24  # a frame's header and index entry, per chunk of codes
 TABLE_BYTES_PER_SYMBOL = 1.0  # a coder's table, per symbol present in the chunk
+GROUP_CHOICES = (2, 4, 8, 16)  # row groups tried per tensor (nested: see ecsq.row_ranks)
 
 
 class BudgetError(ValueError):
@@ -60,11 +61,33 @@ class TensorCurve:
     steps: np.ndarray
     err: np.ndarray
     bits: np.ndarray
+    groups: np.ndarray | None = None  # the ECSQ row groups of each candidate (None: all 1)
+
+
+def _table_bits(elements: int, top: np.ndarray, chunk_elements: int) -> np.ndarray:
+    """The coders' tables and frames of one I8 part: about one byte per symbol present, per
+    chunk, plus a frame."""
+    chunks = -(-elements // chunk_elements)
+    symbols = np.minimum(2 * top + 2, 256)
+    return 8.0 * chunks * (CHUNK_OVERHEAD_BYTES + TABLE_BYTES_PER_SYMBOL * symbols)
+
+
+def _top(counts: np.ndarray) -> np.ndarray:
+    """The largest level holding a value, per row of ``level_counts`` (escapes: the last)."""
+    nz = counts[:, 1:] > 0
+    last = counts.shape[1] - 2 - np.argmax(nz[:, ::-1], axis=1)
+    return np.where(nz.any(1), np.minimum(last + 1, counts.shape[1] - 2), 0)
 
 
 def tensor_curve(name: str, x: np.ndarray, chunk_elements: int = 1 << 20) -> TensorCurve | None:
     """The candidates of float32 values ``x`` (``None`` for an empty, all-zero or non-finite
-    tensor: ECSQ leaves those alone or has nothing to choose)."""
+    tensor: ECSQ leaves those alone or has nothing to choose).
+
+    With ``x`` shaped as its tensor (2-D or more: rows are the first dimension, as
+    :func:`zipmodel.stages.quant_common.seg_rows`), each candidate step also gets the number of
+    ECSQ row groups (:func:`zipmodel.stages.ecsq.row_groups`) that codes it in the fewest bits:
+    per group its codes' order-0 entropy and its own tables, plus the row map."""
+    shape = x.shape
     x = np.ascontiguousarray(x, np.float32).reshape(-1)
     if x.size == 0 or not np.isfinite(x).all():
         return None
@@ -76,11 +99,38 @@ def tensor_curve(name: str, x: np.ndarray, chunk_elements: int = 1 << 20) -> Ten
     steps = (LADDER * rms).astype(np.float32).astype(np.float64)
     steps = steps[steps > 0]
     err, bits = rd_points(x, steps, sorted_abs=a, negatives=int((x < 0).sum()))
-    # the coders' tables and frames: about one byte per symbol present, per chunk
-    chunks = -(-x.size // chunk_elements)
-    symbols = np.minimum(2 * np.floor(a[-1] / steps + 0.5) + 2, 256)
-    bits = bits + 8 * chunks * (CHUNK_OVERHEAD_BYTES + TABLE_BYTES_PER_SYMBOL * symbols)
-    return TensorCurve(name, int(x.size), sum_sq, steps, err, bits)
+    top = np.minimum(np.floor(a[-1] / steps + 0.5), 127)
+    bits = bits + _table_bits(x.size, top, chunk_elements)
+    rows = int(shape[0]) if len(shape) >= 2 else 1
+    choices = [g for g in GROUP_CHOICES if g <= min(rows, MAX_GROUPS)]
+    if not choices:
+        return TensorCurve(name, int(x.size), sum_sq, steps, err, bits)
+    cols = x.size // rows
+    x2 = x.reshape(rows, cols)
+    finest = max(choices)
+    fine = row_ranks(x2) * finest // rows
+    # per finest group: its level counts at every step and its negatives
+    counts, negs, nrows = [], [], []
+    for k in range(finest):
+        v = x2[fine == k]
+        nrows.append(v.shape[0])
+        negs.append(int((v < 0).sum()))
+        counts.append(level_counts(np.sort(np.abs(v.reshape(-1).astype(np.float64))), steps))
+    groups = np.ones(len(steps), np.int64)
+    for g in choices:
+        per = finest // g
+        total = np.zeros(len(steps))
+        for j in range(g):
+            c = sum(counts[j * per : (j + 1) * per])
+            r = sum(nrows[j * per : (j + 1) * per])
+            total += code_bits(c, sum(negs[j * per : (j + 1) * per]))
+            total += _table_bits(r * cols, _top(c), chunk_elements)
+        # the row map: log2(G) bits a row (equal counts), a frame and a small table
+        total += rows * math.log2(g) + 8.0 * (CHUNK_OVERHEAD_BYTES + g)
+        better = total < bits
+        bits = np.where(better, total, bits)
+        groups = np.where(better, g, groups)
+    return TensorCurve(name, int(x.size), sum_sq, steps, err, bits, groups)
 
 
 def _pick(curves: list[TensorCurve], lam: float) -> list[int]:
@@ -125,6 +175,7 @@ class Allocation:
 
     curves: list[TensorCurve]
     steps: dict[str, float] = field(default_factory=dict)
+    groups: dict[str, int] = field(default_factory=dict)
     estimate_bits: float = 0.0
 
     @property
@@ -142,6 +193,10 @@ class Allocation:
         """Choose the steps for ``budget_bits`` over the quantized tensors."""
         choice = allocate(self.curves, budget_bits, nearest=True)
         self.steps = {c.name: float(c.steps[k]) for c, k in zip(self.curves, choice)}
+        self.groups = {
+            c.name: int(c.groups[k]) if c.groups is not None else 1
+            for c, k in zip(self.curves, choice)
+        }
         self.estimate_bits = sum(float(c.bits[k]) for c, k in zip(self.curves, choice))
 
     def estimate_rel_rms(self) -> float:
@@ -154,7 +209,7 @@ class Allocation:
 
     def stage_for(self, name: str) -> EcsqStage | None:
         step = self.steps.get(name)
-        return EcsqStage(step) if step is not None else None
+        return EcsqStage(step, groups=self.groups.get(name, 1)) if step is not None else None
 
 
 def curves_of(

@@ -19,6 +19,16 @@ code falls outside [-127, 127], ``escapes`` (I32: those codes in storage order).
 ``step`` (a float32 value), ``offset``, ``escapes`` (their count), ``rounding`` (how the codes
 were made; not needed to decode).
 
+Row groups (``groups`` G > 1): the rows of a weight matrix differ in spread, so one set of
+coding tables over all of them wastes bits. The rows (output channels, :func:`seg_rows`) are
+ranked by their sum of squares and cut into G groups of (nearly) equal row counts
+(:func:`row_groups`); the codes are then G parts ``codes0`` .. ``codes{G-1}`` (a group's rows
+contiguous, in their original order), so each group's chunks get entropy tables of their
+own, then ``rowmap`` (U8: each row's group), then ``escapes`` (in the order of the stored
+codes). ``params`` add ``groups`` (G) and ``group_rows`` (each group's row count). Without
+``groups`` (every container written before row groups, and G = 1 now) the layout is the one
+above, byte for byte.
+
 :func:`rd_points` gives, for a tensor and a ladder of steps, the exact squared error and the
 order-0 code entropy of each, from one sort and prefix sums (no pass over the tensor per step):
 what the allocator needs.
@@ -34,10 +44,42 @@ import numpy as np
 from .quant_common import Quantizer, as_bytes, float_dtype_of, numel, require, seg_rows
 from .tensor import Part
 
-__all__ = ["ESCAPE", "MAX_CODE", "STAGES", "EcsqStage", "best_offset", "ecsq_codes", "rd_points"]
+__all__ = [
+    "ESCAPE",
+    "MAX_CODE",
+    "MAX_GROUPS",
+    "STAGES",
+    "EcsqStage",
+    "best_offset",
+    "ecsq_codes",
+    "code_bits",
+    "level_counts",
+    "rd_points",
+    "row_groups",
+    "row_ranks",
+]
 
 MAX_CODE = 127  # codes in [-127, 127] are stored in the I8 part itself
 ESCAPE = -128  # the I8 code of a value whose code is in the ``escapes`` part
+MAX_GROUPS = 16  # row groups per tensor
+
+
+def row_groups(x2: np.ndarray, groups: int) -> np.ndarray:
+    """Each row's group (uint8) for float32 rows ``x2`` (rows, cols): rows ranked by their sum
+    of squares (ties by index), the k-th of R rows in group ``k * G // R`` (equal counts)."""
+    rows = x2.shape[0]
+    g = max(1, min(int(groups), rows))
+    return (row_ranks(x2) * g // max(rows, 1)).astype(np.uint8)
+
+
+def row_ranks(x2: np.ndarray) -> np.ndarray:
+    """Each row's rank (int64, 0 = the smallest) by its sum of squares, ties by index.
+
+    Ranks cut by ``rank * G // rows`` nest: the groups for G are unions of those for 2G."""
+    ss = np.einsum("ij,ij->i", x2, x2, dtype=np.float64)
+    ranks = np.empty(x2.shape[0], np.int64)
+    ranks[np.argsort(ss, kind="stable")] = np.arange(x2.shape[0])
+    return ranks
 
 
 def ecsq_codes(x: np.ndarray, step: float, rounding: float = 0.5) -> np.ndarray:
@@ -67,18 +109,29 @@ def _dequantize(q: np.ndarray, step: float, offset: float) -> np.ndarray:
 class EcsqStage(Quantizer):
     """ECSQ codes with one absolute ``step`` per tensor (see the module docstring).
 
-    ``centroid``: store the least-squares ``offset`` (else 0). ``EcsqStage()`` (no step)
-    only decodes: the registry makes stages that way from a container's record.
+    ``centroid``: store the least-squares ``offset`` (else 0). ``groups``: row groups, each
+    with parts (so entropy tables) of its own (1: none; a tensor with fewer rows gets as many
+    groups as rows). ``EcsqStage()`` (no step) only decodes: the registry makes stages that
+    way from a container's record.
     """
 
     name: ClassVar[str] = "ecsq"
 
-    def __init__(self, step: float | None = None, rounding: float = 0.5, centroid: bool = True):
+    def __init__(
+        self,
+        step: float | None = None,
+        rounding: float = 0.5,
+        centroid: bool = True,
+        groups: int = 1,
+    ):
         self.step: float | None = None
         self.rounding = float(rounding)
         self.centroid = centroid
         if not 0.0 < rounding <= 0.5:
             raise ValueError(f"ecsq rounding must be in (0, 0.5], not {rounding}")
+        if isinstance(groups, bool) or not isinstance(groups, int) or not 1 <= groups <= MAX_GROUPS:
+            raise ValueError(f"ecsq groups must be an integer in [1, {MAX_GROUPS}], not {groups}")
+        self.groups = groups
         if step is None:
             return
         if not (math.isfinite(step) and step > 0):
@@ -96,9 +149,25 @@ class EcsqStage(Quantizer):
             return None  # a step far below the values' size: no I32 escape holds them
         offset = best_offset(x, q, self.step) if self.centroid else 0.0
         rows, cols = seg_rows(seg)
+        g = min(self.groups, rows)
+        extra: dict[str, Any] = {}
+        if g > 1:
+            labels = row_groups(x.reshape(rows, cols), g)
+            order = np.argsort(labels, kind="stable")  # group-major, rows in order within
+            q = q.reshape(rows, cols)[order].reshape(-1)
+            counts = np.bincount(labels, minlength=g)
+            extra = {"groups": g, "group_rows": [int(c) for c in counts]}
         out = np.abs(q) > MAX_CODE
         codes = np.where(out, ESCAPE, q).astype(np.int8)
-        parts = [Part("codes", "I8", as_bytes(codes), (rows, cols))]
+        if g > 1:
+            parts, at = [], 0
+            for k, c in enumerate(extra["group_rows"]):
+                blk = codes[at * cols : (at + c) * cols]
+                parts.append(Part(f"codes{k}", "I8", as_bytes(blk), (c, cols)))
+                at += c
+            parts.append(Part("rowmap", "U8", as_bytes(labels), (rows,)))
+        else:
+            parts = [Part("codes", "I8", as_bytes(codes), (rows, cols))]
         n_esc = int(out.sum())
         if n_esc:
             esc = q[out].astype(np.int32)  # |q| <= |x|max / step: float32 range / tiny step fits
@@ -108,6 +177,7 @@ class EcsqStage(Quantizer):
             "offset": offset,
             "escapes": n_esc,
             "rounding": self.rounding,
+            **extra,
         }
         return parts, params
 
@@ -128,19 +198,54 @@ class EcsqStage(Quantizer):
             isinstance(esc, int) and not isinstance(esc, bool) and 0 <= esc <= n,
             f"ecsq: escapes {esc!r} is not a count in [0, {n}]",
         )
-        return [n, 4 * esc] if esc else [n]
+        tail = [4 * esc] if esc else []
+        if "groups" not in params:
+            return [n, *tail]
+        rows, cols = seg_rows(seg)
+        g, counts = params.get("groups"), params.get("group_rows")
+        require(
+            isinstance(g, int) and not isinstance(g, bool) and 2 <= g <= min(MAX_GROUPS, rows),
+            f"ecsq: groups {g!r} is not an integer in [2, {min(MAX_GROUPS, rows)}]",
+        )
+        require(
+            isinstance(counts, list)
+            and len(counts) == g
+            and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in counts)
+            and sum(counts) == rows,
+            f"ecsq: group_rows {counts!r} are not {g} positive row counts summing to {rows}",
+        )
+        return [c * cols for c in counts] + [rows, *tail]
 
     def dequantize(self, parts, seg, params):
-        codes = parts[0].view(np.int8)
+        g = params.get("groups", 1)
+        if g > 1:
+            codes = np.concatenate([p.view(np.int8) for p in parts[:g]])
+            labels = parts[g].view(np.uint8)
+            require(
+                int(labels.max()) < g
+                and np.bincount(labels, minlength=g).tolist() == params["group_rows"],
+                "ecsq: the row map and the groups' row counts disagree",
+            )
+            esc_part = parts[g + 1] if len(parts) > g + 1 else None
+        else:
+            codes = parts[0].view(np.int8)
+            esc_part = parts[1] if len(parts) > 1 else None
         esc_at = codes == ESCAPE
         n_esc = params["escapes"]
         require(int(esc_at.sum()) == n_esc, "ecsq: escape codes and the escapes part disagree")
         if n_esc:
             q = codes.astype(np.int64)
-            q[esc_at] = parts[1].view("<i4")
+            q[esc_at] = esc_part.view("<i4")
         else:
             q = codes
-        return _dequantize(q, params["step"], params["offset"])
+        y = _dequantize(q, params["step"], params["offset"])
+        if g > 1:  # scatter the group-major rows back
+            rows, cols = seg_rows(seg)
+            order = np.argsort(labels, kind="stable")
+            out = np.empty((rows, cols), np.float32)
+            out[order] = y.reshape(rows, cols)
+            y = out.reshape(-1)
+        return y
 
     def stored_bits(self, parts, params, dtype):
         return float(sum(p.data.size for p in parts) * 8)
@@ -152,6 +257,8 @@ class EcsqStage(Quantizer):
         if not isinstance(step, float) or not isinstance(off, (int, float)):
             return None
         text = f"step {step:.4g}, offset {off:.3f}"
+        if isinstance(params.get("groups"), int):
+            text += f", {params['groups']} row groups"
         if params.get("escapes"):
             text += f", {params['escapes']} escapes"
         return text
@@ -216,6 +323,38 @@ def rd_points(
         h = -(p * np.log2(p)).sum() * n + h_sign * (n - cnt[0])
         bits[i] = h + 32.0 * cnt[-1]
     return errs, bits
+
+
+def level_counts(sorted_abs: np.ndarray, steps: np.ndarray, rounding: float = 0.5) -> np.ndarray:
+    """How many of the sorted magnitudes ``sorted_abs`` (float64) fall on each level at each
+    of ``steps``: shape (steps, MAX_CODE + 2), column 0 level 0, column m level m, the last
+    the escapes; all steps at once (one ``searchsorted`` of every edge). Counts of disjoint
+    sets of values add up, which is what makes the allocator's row-group curves cheap."""
+    a = sorted_abs
+    steps = np.asarray(steps, np.float64).astype(np.float32).astype(np.float64)
+    # level m >= 1 holds |x| / step in [m - r, m + 1 - r); from MAX_CODE + 1 - r: escapes
+    edges = (np.arange(1, MAX_CODE + 2, dtype=np.float64) - rounding)[None, :] * steps[:, None]
+    idx = np.searchsorted(a, edges.ravel(), side="left").reshape(edges.shape)
+    k = len(steps)
+    idx = np.concatenate([np.zeros((k, 1), np.int64), idx, np.full((k, 1), a.size)], 1)
+    return np.diff(idx, axis=1)
+
+
+def code_bits(counts: np.ndarray, negatives: int) -> np.ndarray:
+    """Per row of :func:`level_counts`, the bits :func:`rd_points` charges: the codes' order-0
+    entropy with the sign independent of the level, plus 32 bits per escape."""
+    cnt = np.asarray(counts, np.float64)
+    n = cnt.sum(1)
+    tot = float(n[0]) if len(n) else 0.0
+    if tot == 0:
+        return np.zeros(len(cnt))
+    p_neg = negatives / tot
+    h_sign = 0.0
+    if 0 < p_neg < 1:
+        h_sign = -(p_neg * math.log2(p_neg) + (1 - p_neg) * math.log2(1 - p_neg))
+    p = cnt / tot
+    plogp = np.where(cnt > 0, p * np.log2(np.where(cnt > 0, p, 1.0)), 0.0)
+    return -plogp.sum(1) * tot + h_sign * (tot - cnt[:, 0]) + 32.0 * cnt[:, -1]
 
 
 STAGES = {EcsqStage.name: EcsqStage}
