@@ -365,7 +365,7 @@ def _allocation(data: np.ndarray, layout: Layout, opts: LossyOptions, chunk_size
     """The ECSQ allocation for ``opts.target_bits`` / ``target_size`` over the tensors the
     rules select (``None`` when they select none)."""
     from .stages.allocate import Allocation, curves_of
-    from .stages.quant_common import as_values
+    from .stages.quant_common import as_values, numel
     from .stages.rules import stage_chooser
 
     sel = stage_chooser(lambda seg: True, keep=opts.keep, only=opts.only, layout=layout)  # type: ignore[arg-type,return-value]
@@ -377,7 +377,10 @@ def _allocation(data: np.ndarray, layout: Layout, opts: LossyOptions, chunk_size
         for s in segs:
             raw = data[s.offset : s.offset + s.size]
             with np.errstate(invalid="ignore"):
-                yield s.name or "", as_values(raw, s.dtype or "")
+                v = as_values(raw, s.dtype or "")
+            # shaped as the segment: the allocator's ECSQ row groups need the rows
+            shape = tuple(s.shape or ())
+            yield s.name or "", v.reshape(shape) if len(shape) >= 2 and v.size == numel(shape) else v
 
     alloc = Allocation(curves_of(values(), chunk_elements=chunk_size))
     if not alloc.curves:
