@@ -15,6 +15,7 @@ import zipmodel
 from zipmodel.errors import ZipmodelError
 from zipmodel.options import LossyOptions
 from zipmodel.stages.allocate import BudgetError, TensorCurve, allocate, tensor_curve
+from zipmodel.stages.ecsq import EcsqStage
 
 
 def random_curves(seed, tensors=3, points=5):
@@ -146,3 +147,44 @@ def test_cli(model, tmp_path):
                "--lossy", "int8"],
     )  # fmt: skip
     assert r.exit_code == 2 and "drop the lossy preset" in r.output
+
+
+def spread_matrix(rows=256, cols=512, seed=11, laplace=True):
+    rng = np.random.default_rng(seed)
+    scale = np.where(np.arange(rows) % 4 == 0, 0.1, 0.01)[:, None]  # rows 10x apart in spread
+    x = rng.laplace(size=(rows, cols)) if laplace else rng.standard_normal((rows, cols))
+    return (x * scale).astype(np.float32)
+
+
+def test_curve_prices_row_groups_and_the_container_agrees(tmp_path):
+    x = spread_matrix()
+    grouped, flat = tensor_curve("w", x), tensor_curve("w", x.reshape(-1))
+    assert flat.groups is None and np.array_equal(grouped.err, flat.err)
+    assert np.all(grouped.bits <= flat.bits)
+    k = int(np.argmin(np.abs(grouped.bits / x.size - 3.0)))  # about 3 bits per weight
+    g = int(grouped.groups[k])
+    assert g > 1 and grouped.bits[k] < 0.95 * flat.bits[k]
+    # the estimate is what the container spends on those codes, to a few hundredths of a bit
+    save_file({"w": x}, str(tmp_path / "w.safetensors"))
+    stage = EcsqStage(float(grouped.steps[k]), groups=g)
+    rep = zipmodel.compress_file(tmp_path / "w.safetensors", tmp_path / "w.zm",
+                                 stages=lambda s: stage, threads=1)  # fmt: skip
+    (t,) = rep.summary.staged()
+    assert abs(8 * t.compressed_bytes - grouped.bits[k]) / x.size < 0.03
+
+
+def test_target_bits_lands_with_row_groups(tmp_path):
+    rng = np.random.default_rng(12)
+    # Gaussian rows: few escapes (the estimate charges an escape 32 bits, its coded size is
+    # nearer 12, which Laplace rows 10x apart at 6 bits have thousands of)
+    w = {f"s{i}.weight": spread_matrix(128, 384, i, False) * (i + 1) for i in range(4)}
+    w["g.weight"] = (rng.standard_normal((128, 384)) * 0.02).astype(np.float32)
+    save_file(w, str(tmp_path / "m.safetensors"))
+    for target in (3.0, 6.0):
+        rep = zipmodel.compress_file(tmp_path / "m.safetensors", tmp_path / "o.zm",
+                                     target_bits=target, threads=1, force=True)  # fmt: skip
+        staged = rep.summary.staged()
+        assert abs(rep.summary.quality_total()["bits_per_weight"] - target) <= 0.02
+        assert any("row groups" in (t.note or "") for t in staged if t.name.startswith("s"))
+        got = zipmodel.load(tmp_path / "o.zm")
+        assert set(got) == set(w)

@@ -46,6 +46,7 @@ from .tensor import Part
 
 __all__ = [
     "ESCAPE",
+    "ESCAPE_BITS",
     "MAX_CODE",
     "MAX_GROUPS",
     "STAGES",
@@ -62,6 +63,11 @@ __all__ = [
 MAX_CODE = 127  # codes in [-127, 127] are stored in the I8 part itself
 ESCAPE = -128  # the I8 code of a value whose code is in the ``escapes`` part
 MAX_GROUPS = 16  # row groups per tensor
+# What the rate estimates charge an escaped code besides its escape symbol: its I32 entry
+# after the entropy coders (byte split: ~8 bits for the low byte, a few for the rest; 590
+# escapes of |q| ~ 150 coded to 12-14 bits each). Was 32, which put a synthetic model with
+# many escapes 0.3 bits per weight under its --target-bits.
+ESCAPE_BITS = 14.0
 
 
 def row_groups(x2: np.ndarray, groups: int) -> np.ndarray:
@@ -276,7 +282,7 @@ def rd_points(
 
     ``sq_err``: the total squared error of the dequantized values (float64 arithmetic, the
     rounding to the tensor's dtype aside); ``entropy_bits``: the codes' order-0 entropy times
-    their count (escaped codes are charged as one symbol plus 32 bits each). Exact up to
+    their count (escaped codes are charged as one symbol plus ``ESCAPE_BITS`` each). Exact up to
     ties on bin edges; the sort of ``|x|`` (``sorted_abs``) can be passed in to reuse it.
     The sign is taken as independent of the magnitude (one bit per nonzero code at most,
     the split of each level's count between +m and -m estimated by the tensor's share of
@@ -321,7 +327,7 @@ def rd_points(
         # entropy: level 0, the nonzero levels split by sign, one escape symbol
         p = cnt[cnt > 0] / n
         h = -(p * np.log2(p)).sum() * n + h_sign * (n - cnt[0])
-        bits[i] = h + 32.0 * cnt[-1]
+        bits[i] = h + ESCAPE_BITS * cnt[-1]
     return errs, bits
 
 
@@ -342,7 +348,7 @@ def level_counts(sorted_abs: np.ndarray, steps: np.ndarray, rounding: float = 0.
 
 def code_bits(counts: np.ndarray, negatives: int) -> np.ndarray:
     """Per row of :func:`level_counts`, the bits :func:`rd_points` charges: the codes' order-0
-    entropy with the sign independent of the level, plus 32 bits per escape."""
+    entropy with the sign independent of the level, plus ``ESCAPE_BITS`` per escape."""
     cnt = np.asarray(counts, np.float64)
     n = cnt.sum(1)
     tot = float(n[0]) if len(n) else 0.0
@@ -354,7 +360,7 @@ def code_bits(counts: np.ndarray, negatives: int) -> np.ndarray:
         h_sign = -(p_neg * math.log2(p_neg) + (1 - p_neg) * math.log2(1 - p_neg))
     p = cnt / tot
     plogp = np.where(cnt > 0, p * np.log2(np.where(cnt > 0, p, 1.0)), 0.0)
-    return -plogp.sum(1) * tot + h_sign * (tot - cnt[:, 0]) + 32.0 * cnt[:, -1]
+    return -plogp.sum(1) * tot + h_sign * (tot - cnt[:, 0]) + ESCAPE_BITS * cnt[:, -1]
 
 
 STAGES = {EcsqStage.name: EcsqStage}
