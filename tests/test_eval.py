@@ -156,7 +156,9 @@ def test_eval_minilm_lossless(corpus, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "preset, max_bits, min_cos",
-    [("int8", 7.0, 0.999), ("fp8", 8.0, 0.998), ("int4", 4.6, 0.95), ("nf4", 4.6, 0.95)],
+    # int8 is plain absmax/127 per row since issue 18 (its error at most half a step, no
+    # silent coarsening of the step to save bits): 7.36 bits/weight on MiniLM, was <= 7.0
+    [("int8", 7.5, 0.999), ("fp8", 8.0, 0.998), ("int4", 4.6, 0.95), ("nf4", 4.6, 0.95)],
 )
 def test_minilm_lossy_targets(corpus, tmp_path, preset, max_bits, min_cos):
     """Issue 6's targets on the real model (benches/lossy.py has the full table)."""
