@@ -233,35 +233,13 @@ def compress_file(
     """
     options = _options(level, chunk_size)
     lossy_opts = LossyOptions.of(lossy, **lossy_options)  # checked before any work
-    targeted = lossy_opts.targeted
-    chooser = None if targeted else lossy_chooser(lossy_opts)
-    if (chooser is not None or targeted) and stages is not None:
-        raise ValueError("give lossy= or stages=, not both")
-    if targeted and base is not None:
-        raise ValueError("base= cannot be combined with a target size or bits")
-    chooser = chooser or stages
-    if base is not None and (chooser is not None or context is not None):
-        raise ValueError("base= cannot be combined with lossy=, stages= or context=")
-    if not _is_fileobj(dst):
-        dst = Path(dst) if dst is not None else default_output(src, decompress=False)
-        if dst.exists() and Path(src).exists() and os.path.samefile(src, dst):
-            raise ZipmodelError("output and input are the same file", path=src)
+    chooser = _check_stage_arguments(lossy_opts, stages, context, base)
+    dst = _output_for(src, dst)
     with Source.open(src) as source, using_base(base, rel=Path(src).name, threads=threads) as bm:
         layout = read_layout(source.data, format=format, dtype=_hint(dtype), path=str(src))
-        if chooser is not None and stages is None:  # rules that see the state-dict names
-            chooser = lossy_chooser(lossy_opts, layout)
-        alloc = _allocation(source.data, layout, lossy_opts, chunk_size) if targeted else None
-        if alloc is not None:
-            chooser = alloc.chooser
-        if bm is not None:  # per tensor: standalone, xor, sub or same, as measured
-            chooser, context = delta_chooser(
-                source.data,
-                layout.segments,
-                bm,
-                level=level,
-                chunk_size=chunk_size,
-                threads=threads,
-            )
+        chooser, context, alloc = _stages_for(
+            source, layout, lossy_opts, chooser, stages, context, bm, level, chunk_size, threads
+        )
 
         def run(out: BinaryIO):
             return compress_layout(
@@ -281,15 +259,65 @@ def compress_file(
             for _ in range(_Allocated.PASSES):
                 if not alloc.correct(run(_Discard())):
                     break
-        if _is_fileobj(dst):
-            res, out_name = run(dst), str(getattr(dst, "name", "<stream>"))
-        else:
-            with atomic_output(dst, force=force, meta=_meta(meta, src)) as (fd, _tmp):
-                with os.fdopen(fd, "wb", closefd=False, buffering=1 << 20) as out:
-                    res = run(out)
-            out_name = str(dst)
+        res, out_name = _write_output(run, src, dst, force=force, meta=meta)
     summary = summarize(res.index, res.output_size)
     return CompressReport(str(src), out_name, summary, res.seconds, res.chunk_seconds, layout.note)
+
+
+def _check_stage_arguments(lossy_opts: LossyOptions, stages, context, base):
+    """The stage arguments' rules (one of lossy/stages; a base alone); the lossy chooser
+    without the source's names (None for a targeted size, which is allocated later)."""
+    targeted = lossy_opts.targeted
+    chooser = None if targeted else lossy_chooser(lossy_opts)
+    if (chooser is not None or targeted) and stages is not None:
+        raise ValueError("give lossy= or stages=, not both")
+    if targeted and base is not None:
+        raise ValueError("base= cannot be combined with a target size or bits")
+    chooser = chooser or stages
+    if base is not None and (chooser is not None or context is not None):
+        raise ValueError("base= cannot be combined with lossy=, stages= or context=")
+    return chooser
+
+
+def _output_for(src, dst):
+    """``dst`` as a path (default ``src + ".zm"``), or the file object given; never ``src``."""
+    if _is_fileobj(dst):
+        return dst
+    dst = Path(dst) if dst is not None else default_output(src, decompress=False)
+    if dst.exists() and Path(src).exists() and os.path.samefile(src, dst):
+        raise ZipmodelError("output and input are the same file", path=src)
+    return dst
+
+
+def _stages_for(
+    source, layout, lossy_opts, chooser, stages, context, bm, level, chunk_size, threads
+):
+    """Per tensor: the lossy rules over the layout's names, the allocation of a target
+    size, or (with a base) standalone, xor, sub or same, as measured. Returns
+    ``(chooser, context, allocation or None)``."""
+    if chooser is not None and stages is None:  # rules that see the state-dict names
+        chooser = lossy_chooser(lossy_opts, layout)
+    alloc = (
+        _allocation(source.data, layout, lossy_opts, chunk_size) if lossy_opts.targeted else None
+    )
+    if alloc is not None:
+        chooser = alloc.chooser
+    if bm is not None:
+        chooser, context = delta_chooser(
+            source.data, layout.segments, bm, level=level, chunk_size=chunk_size, threads=threads
+        )
+    return chooser, context, alloc
+
+
+def _write_output(run, src, dst, *, force: bool, meta):
+    """Run the compression into ``dst``: a file object as it is, a path atomically (with
+    ``src``'s mode and times as ``meta`` says); returns ``(result, output name)``."""
+    if _is_fileobj(dst):
+        return run(dst), str(getattr(dst, "name", "<stream>"))
+    with atomic_output(dst, force=force, meta=_meta(meta, src)) as (fd, _tmp):
+        with os.fdopen(fd, "wb", closefd=False, buffering=1 << 20) as out:
+            res = run(out)
+    return res, str(dst)
 
 
 class _Discard:
@@ -380,7 +408,10 @@ def _allocation(data: np.ndarray, layout: Layout, opts: LossyOptions, chunk_size
                 v = as_values(raw, s.dtype or "")
             # shaped as the segment: the allocator's ECSQ row groups need the rows
             shape = tuple(s.shape or ())
-            yield s.name or "", v.reshape(shape) if len(shape) >= 2 and v.size == numel(shape) else v
+            yield (
+                s.name or "",
+                v.reshape(shape) if len(shape) >= 2 and v.size == numel(shape) else v,
+            )
 
     alloc = Allocation(curves_of(values(), chunk_elements=chunk_size))
     if not alloc.curves:
