@@ -44,7 +44,7 @@ STEPS_PER_OCTAVE = 32  # 16 left small models 0.03 bits off their target
 LADDER = 2.0 ** (np.arange(-10 * STEPS_PER_OCTAVE, 4 * STEPS_PER_OCTAVE + 1) / STEPS_PER_OCTAVE)
 CHUNK_OVERHEAD_BYTES = 24  # a frame's header and index entry, per chunk of codes
 TABLE_BYTES_PER_SYMBOL = 1.0  # a coder's table, per symbol present in the chunk
-GROUP_CHOICES = (2, 4, 8, 16)  # row groups tried per tensor (nested: see ecsq.row_ranks)
+GROUP_CHOICES = (2, 4, 8)  # row groups tried per tensor (nested: see ecsq.row_ranks)
 
 
 class BudgetError(ValueError):

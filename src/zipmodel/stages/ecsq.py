@@ -62,7 +62,7 @@ __all__ = [
 
 MAX_CODE = 127  # codes in [-127, 127] are stored in the I8 part itself
 ESCAPE = -128  # the I8 code of a value whose code is in the ``escapes`` part
-MAX_GROUPS = 16  # row groups per tensor
+MAX_GROUPS = 14  # row groups per tensor: with the row map and escapes, the index's 16 parts
 # What the rate estimates charge an escaped code besides its escape symbol: its I32 entry
 # after the entropy coders (byte split: ~8 bits for the low byte, a few for the rest; 590
 # escapes of |q| ~ 150 coded to 12-14 bits each). Was 32, which put a synthetic model with
