@@ -24,6 +24,7 @@ Dask is an optional extra (``pip install 'zipmodel[batch]'``), imported only her
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -192,6 +193,41 @@ def batch(
     """
     t0 = time.perf_counter()
     out_dir = Path(output_dir)
+    entries = _entries(sources, manifest)
+    if threads_per_worker < 1:
+        raise ValueError("threads_per_worker must be at least 1")
+    options, folder_options = _task_options(
+        level, chunk_size, min_size, follow_symlinks, base, lossy, lossy_options
+    )
+    items, skipped = plan(entries, out_dir, os.fspath(base) if base is not None else None)
+    for src, msg in skipped:
+        item = BatchItem(src, "", status="skipped")
+        item.record = {"source": src, "status": "skipped", "message": msg}
+        items.append(item)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = BatchProgress(len(items))
+    pending = _to_code(items, load_records(out_dir), options, folder_options, state)
+    report = BatchReport(str(out_dir), items, 0.0, 0)
+    if progress:
+        progress(state)
+    if pending:
+        run = functools.partial(
+            _run,
+            workers=workers,
+            threads=threads_per_worker,
+            scheduler=scheduler,
+            client=client,
+            retries=retries,
+        )
+        report.workers = _code(
+            pending, out_dir, options, folder_options, state, run, progress, on_item
+        )
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _entries(sources, manifest) -> list[dict[str, str | None]]:
+    """The sources named, then the manifest's lines."""
     entries: list[dict[str, str | None]] = [
         {"source": os.fspath(s), "base": None, "output": None} for s in sources
     ]
@@ -199,12 +235,15 @@ def batch(
         entries += read_manifest(manifest)
     if not entries:
         raise ZipmodelError("nothing to compress", hint="name SOURCES or a --manifest FILE")
-    if threads_per_worker < 1:
-        raise ValueError("threads_per_worker must be at least 1")
+    return entries
+
+
+def _task_options(level, chunk_size, min_size, follow_symlinks, base, lossy, lossy_options):
+    """What the api gets, as compress passes it (a bad combination fails here, before any
+    cluster starts), for files and for folders; recorded, so that a rerun with other
+    options codes again."""
     from .options import LossyOptions
 
-    # what the api gets, as compress passes it (a bad combination fails here, before any
-    # cluster starts); recorded, so that a rerun with other options codes again
     options: dict[str, Any] = {"level": level}
     if chunk_size is not None:
         options["chunk_size"] = chunk_size
@@ -216,15 +255,12 @@ def batch(
     folder_options: dict[str, Any] = {"follow_symlinks": follow_symlinks}
     if min_size is not None:
         folder_options["min_size"] = min_size
+    return options, folder_options
 
-    items, skipped = plan(entries, out_dir, os.fspath(base) if base is not None else None)
-    for src, msg in skipped:
-        item = BatchItem(src, "", status="skipped")
-        item.record = {"source": src, "status": "skipped", "message": msg}
-        items.append(item)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records = load_records(out_dir)
-    state = BatchProgress(len(items))
+
+def _to_code(items, records, options, folder_options, state: BatchProgress) -> list[BatchItem]:
+    """The items to code this run: those whose recorded ``ok`` line no longer holds (or
+    that have none); the others are marked skipped."""
     pending: list[BatchItem] = []
     for item in items:
         if item.status == "skipped":
@@ -237,47 +273,38 @@ def batch(
             state.skipped += 1
         else:
             pending.append(item)
-    report = BatchReport(str(out_dir), items, 0.0, 0)
-    if progress:
-        progress(state)
-    if pending:
-        with _record_file(out_dir) as log:
+    return pending
 
-            def finish(item: BatchItem) -> None:
-                log.write(json.dumps(item.record, ensure_ascii=False) + "\n")
-                log.flush()
-                state.done += 1
-                state.failed += item.status == "failed"
-                state.bytes_done += item.source_bytes
-                if on_item:
-                    on_item(item)
-                if progress:
-                    progress(state)
 
-            for item in pending:  # sizes, for the order and to find candidate duplicates
-                try:
-                    item.record["source_bytes"] = stamp(item.source, item.kind)[0]
-                except OSError as exc:  # gone: no cluster needed to say so
-                    _record(item, None, exc, options, folder_options)
-                    finish(item)
-            pending = [i for i in pending if i.status != "failed"]
-            state.bytes_total = sum(i.source_bytes for i in pending)
+def _code(pending, out_dir, options, folder_options, state, run, progress, on_item) -> int:
+    """Code the pending items with ``run`` (the Dask side), appending each one's line to
+    batch.jsonl as it finishes; returns the number of workers that ran them (0: none)."""
+    with _record_file(out_dir) as log:
+
+        def finish(item: BatchItem) -> None:
+            log.write(json.dumps(item.record, ensure_ascii=False) + "\n")
+            log.flush()
+            state.done += 1
+            state.failed += item.status == "failed"
+            state.bytes_done += item.source_bytes
+            if on_item:
+                on_item(item)
             if progress:
                 progress(state)
-            if pending:
-                report.workers = _run(
-                    pending,
-                    options,
-                    folder_options,
-                    finish,
-                    workers=workers,
-                    threads=threads_per_worker,
-                    scheduler=scheduler,
-                    client=client,
-                    retries=retries,
-                )
-    report.seconds = time.perf_counter() - t0
-    return report
+
+        for item in pending:  # sizes, for the order and to find candidate duplicates
+            try:
+                item.record["source_bytes"] = stamp(item.source, item.kind)[0]
+            except OSError as exc:  # gone: no cluster needed to say so
+                _record(item, None, exc, options, folder_options)
+                finish(item)
+        pending = [i for i in pending if i.status != "failed"]
+        state.bytes_total = sum(i.source_bytes for i in pending)
+        if progress:
+            progress(state)
+        if not pending:
+            return 0
+        return run(pending, options, folder_options, finish)
 
 
 def _record_options(item: BatchItem, options: dict, folder_options: dict) -> dict:

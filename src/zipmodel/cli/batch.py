@@ -121,6 +121,30 @@ def batch(
         scheduler=scheduler,
     )  # fmt: skip
 
+    with _progress(out) as progress:
+        rep = batching.batch(
+            sources,
+            output_dir,
+            manifest=manifest,
+            workers=workers,
+            threads_per_worker=threads,
+            scheduler=scheduler,
+            level=level,
+            chunk_size=chunk_size,
+            min_size=min_size,
+            follow_symlinks=follow_symlinks,
+            base=base,
+            progress=progress,
+            on_item=_item_line(out),
+            lossy=lossy,
+        )
+    _report(out, rep, output_dir)
+    sys.exit(out.finish())
+
+
+def _item_line(out: Output):
+    """What is said as each source finishes (errors with their recorded message)."""
+
     def line(item) -> None:
         r = item.record
         if item.status == "failed":
@@ -138,23 +162,13 @@ def batch(
                 f"{r['seconds']:.1f} s  {r['worker']}"
             )
 
-    with _progress(out) as progress:
-        rep = batching.batch(
-            sources,
-            output_dir,
-            manifest=manifest,
-            workers=workers,
-            threads_per_worker=threads,
-            scheduler=scheduler,
-            level=level,
-            chunk_size=chunk_size,
-            min_size=min_size,
-            follow_symlinks=follow_symlinks,
-            base=base,
-            progress=progress,
-            on_item=line,
-            lossy=lossy,
-        )
+    return line
+
+
+def _report(out: Output, rep, output_dir) -> None:
+    """The results (one per source, --json) and the closing line."""
+    from .. import batching
+
     for item in rep.items:
         if item.status == "failed":  # reported by line() as it finished
             continue
@@ -190,7 +204,6 @@ def batch(
         f"batch: {done} compressed, {skipped} already done, {len(rep.failed)} failed  "
         f"({rep.seconds:.1f} s, {rep.workers} workers) -> {Path(output_dir) / batching.RECORD}"
     )
-    sys.exit(out.finish())
 
 
 @contextmanager
