@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MissingDependencyError, ZipmodelError
+from .formats import SUFFIX
 
 __all__ = ["EvalReport", "embedding_agreement", "load_sentences"]
 
@@ -153,7 +154,7 @@ def _mirror(original: Path, compressed: Path, tmp: Path) -> list[str]:
         raise ZipmodelError("no such file or folder", path=compressed)
     # One .zm: it stands for the original file of the same name (minus .zm), or for the
     # folder's only weight file.
-    name = compressed.name[:-3] if compressed.name.endswith(".zm") else compressed.name
+    name = compressed.name.removesuffix(SUFFIX)
     candidates = [p for p in files if p.name == name]
     if len(candidates) != 1:
         weights = [p for p in files if p.suffix in (".safetensors", ".bin")]

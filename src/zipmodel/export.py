@@ -37,6 +37,7 @@ import numpy as np
 from ._io import atomic_output
 from .dtypes import numpy_dtype
 from .errors import MissingDependencyError, UnsupportedError, ZipmodelError
+from .formats import SUFFIX
 from .readers.base import TENSOR
 from .readers.gguf import read_header
 from .stages import get_stage
@@ -106,7 +107,7 @@ class _Tensor:
 def default_export_output(src: str | os.PathLike, to: str = "gguf") -> Path:
     """``model.safetensors.zm`` -> ``model.gguf`` (next to the container)."""
     p = Path(src)
-    stem = p.name.removesuffix(".zm")
+    stem = p.name.removesuffix(SUFFIX)
     stem = stem.rsplit(".", 1)[0] if "." in stem else stem
     return p.with_name(f"{stem or p.name}.{to}")
 
@@ -180,7 +181,7 @@ def _minimal_kv(f: ZmFile) -> tuple[int, bytes]:
     """general.name, general.quantization_version (ggml's block layout version, 2) and the
     source's name and format; no general.architecture (see the module doc)."""
     src = f.source
-    name = str(src.get("name") or Path(f.name).name.removesuffix(".zm"))
+    name = str(src.get("name") or Path(f.name).name.removesuffix(SUFFIX))
     pairs = [
         ("general.name", _STRING, _string(name.rsplit(".", 1)[0] if "." in name else name)),
         ("general.quantization_version", _UINT32, struct.pack("<I", 2)),
