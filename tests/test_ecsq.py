@@ -236,7 +236,7 @@ def test_groups_scatter_rows_back_and_codes_match_the_reference(g):
 def test_one_group_is_the_old_layout_byte_for_byte():
     x = spread_rows()
     a, ya, _ = run(EcsqStage(0.003), x)
-    b, yb, _ = run(EcsqStage(0.003, groups=1), x)
+    b, _yb, _ = run(EcsqStage(0.003, groups=1), x)
     assert a.params == b.params and "groups" not in a.params
     assert [(p.name, p.dtype, p.data.tobytes()) for p in a.parts] == [
         (p.name, p.dtype, p.data.tobytes()) for p in b.parts
