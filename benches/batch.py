@@ -37,22 +37,23 @@ FILES = [
 ZIPMODEL = [sys.executable, "-m", "zipmodel"]
 
 
-def ways(files: list[str]) -> dict[str, callable]:
+def ways(files: list[str], level: str = "default") -> dict[str, callable]:
     quoted = " ".join(f"'{f}'" for f in files)
     zm = " ".join(ZIPMODEL)
+    lv = ["--level", level]
     return {
         "zipmodel batch --workers 1": lambda out: [
-            *ZIPMODEL, "batch", *files, "-o", out, "--workers", "1", "-q",
+            *ZIPMODEL, "batch", *files, "-o", out, "--workers", "1", "-q", *lv,
         ],
         "zipmodel batch --workers 2": lambda out: [
-            *ZIPMODEL, "batch", *files, "-o", out, "--workers", "2", "-q",
+            *ZIPMODEL, "batch", *files, "-o", out, "--workers", "2", "-q", *lv,
         ],
         "for f in ...; zipmodel compress (-T 0)": lambda out: [
-            "bash", "-c", f"for f in {quoted}; do {zm} compress \"$f\" -o '{out}' -q || exit 1; done",
+            "bash", "-c", f"for f in {quoted}; do {zm} compress \"$f\" -o '{out}' -q --level {level} || exit 1; done",
         ],
         "xargs -P 2 zipmodel compress -T 1": lambda out: [
             "bash", "-c",
-            f"printf '%s\\n' {quoted} | xargs -P 2 -I{{}} {zm} compress {{}} -o '{out}' -T 1 -q",
+            f"printf '%s\\n' {quoted} | xargs -P 2 -I{{}} {zm} compress {{}} -o '{out}' -T 1 -q --level {level}",
         ],
     }  # fmt: skip
 
@@ -66,6 +67,7 @@ def timed(cmd: list[str]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--level", default="default", help="compression level of every way")
     ap.add_argument(
         "--corpus",
         type=Path,
@@ -77,7 +79,7 @@ def main() -> None:
     if missing:
         sys.exit(f"missing corpus files (shared/corpus/fetch.sh): {missing}")
     mb = sum(os.path.getsize(f) for f in files) / 1e6
-    table = ways(files)
+    table = ways(files, args.level)
     times: dict[str, list[float]] = {k: [] for k in table}
     with tempfile.TemporaryDirectory(prefix="zm-bench-batch-") as tmp:
 
@@ -100,7 +102,10 @@ def main() -> None:
         resume = [timed(table["zipmodel batch --workers 2"](str(out))) for _ in range(args.runs)]
 
     one_worker = statistics.median(times["zipmodel batch --workers 1"])
-    print(f"\n{len(files)} models, {mb:.0f} MB, {os.cpu_count()} cores, medians of {args.runs}\n")
+    print(
+        f"\n{len(files)} models, {mb:.0f} MB, {os.cpu_count()} cores, --level {args.level}, "
+        f"medians of {args.runs}\n"
+    )
     print("| way | seconds | models/s | MB/s | vs batch --workers 1 |")
     print("|---|---:|---:|---:|---:|")
     for name, ts in times.items():
