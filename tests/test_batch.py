@@ -336,3 +336,17 @@ def test_ctrl_c_stops_cleanly(sources, tmp_path):
     assert "interrupted" in err
     assert sorted(x.name for x in out.iterdir()) == [RECORD] or not any(out.iterdir())
     assert (out / RECORD).read_text() == "" if (out / RECORD).exists() else True
+
+
+def test_without_dask_the_error_says_how_to_install_it(tmp_path, monkeypatch):
+    """A fresh `pip install zipmodel` has no Dask: batch names the extra, never 'a bug'."""
+    import sys
+
+    from zipmodel.errors import MissingDependencyError
+
+    src = tmp_path / "m.bin"
+    src.write_bytes(b"abcd" * 1000)
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    with pytest.raises(MissingDependencyError, match="Dask") as e:
+        batch([src], tmp_path / "out")
+    assert "zipmodel[batch]" in e.value.hint

@@ -329,8 +329,9 @@ def _record_file(out_dir: Path):
         yield f
 
 
-def _client(workers: int | None, threads: int, scheduler: str | None, client: Any):
-    """``(client, cluster started here or None)``."""
+def _distributed():
+    """Dask's ``distributed``, or the error that says how to install it (the only import of
+    it on the client side)."""
     try:
         import distributed
     except ImportError:
@@ -338,6 +339,12 @@ def _client(workers: int | None, threads: int, scheduler: str | None, client: An
             "zipmodel batch needs Dask distributed",
             hint="pip install 'zipmodel[batch]'",
         ) from None
+    return distributed
+
+
+def _client(workers: int | None, threads: int, scheduler: str | None, client: Any):
+    """``(client, cluster started here or None)``."""
+    distributed = _distributed()
     if client is not None:
         return client, None
     if scheduler is not None:
@@ -374,8 +381,7 @@ def _run(
 ) -> int:
     """Submit ``pending`` (duplicates once), ``finish`` each as it completes; the number of
     workers."""
-    from distributed import as_completed
-
+    as_completed = _distributed().as_completed
     given = client
     client, cluster = _client(workers, threads, scheduler, client)
     futures: dict[Any, list[BatchItem]] = {}
