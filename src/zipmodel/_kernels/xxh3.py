@@ -6,8 +6,9 @@ one more ``Literal[int]`` specialisation of the helper), and the aligned and byt
 share one body chosen by a runtime flag.
 
 Bit-exact with ``xxhash.xxh3_64_intdigest(data, seed)`` for every length and seed (checked by
-``tests/test_xxh3.py``). python-xxhash holds the GIL while hashing, which capped two decoding
-threads at about 1.3x one; this kernel releases it. Input is read byte-wise (any alignment).
+``tests/test_xxh3.py``). It is the checksum inside the one-call frame coders
+(``frame.py``); a checksum on its own is python-xxhash's (``zipmodel._checksum``), which is
+faster. Input is read byte-wise (any alignment).
 """
 
 from __future__ import annotations

@@ -236,7 +236,7 @@ def parse_frame_inplace(
     pos += RAW_CHECK.size
     # make header[0:24] and the body contiguous (see HEADROOM) and check them in one pass
     fb[HEADROOM + 8 : HEADROOM + 32] = fb[HEADROOM : HEADROOM + 24].copy()
-    computed = xxh3_64(fb[HEADROOM + 8 : HEADROOM + size], release_gil=not one_shot)
+    computed = xxh3_64(fb[HEADROOM + 8 : HEADROOM + size])
     if computed != h.check:
         raise CorruptDataError(
             f"frame checksum mismatch (stored {h.check:016x}, computed {computed:016x})",

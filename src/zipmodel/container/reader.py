@@ -120,7 +120,7 @@ def decode_index_frame(buf, *, path=None, offset: int | None = None) -> Index:
         if len(data) != s.decoded_size:
             raise CorruptDataError("index stream has the wrong size", path=path, offset=offset)
         parts.append(data)
-    if xxh3_64(b"".join(parts), release_gil=False) != frame.raw_check:
+    if xxh3_64(b"".join(parts)) != frame.raw_check:
         raise CorruptDataError("index content checksum mismatch", path=path, offset=offset)
     if parts:  # the JSON as text; its bytes are freed before it is parsed
         try:
