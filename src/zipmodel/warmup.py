@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from .samples import safetensors_sample
+
 __all__ = ["GROUPS", "run_group", "warmup"]
 
 # Independent groups of kernels: "max" is the 2-D and context rANS coders (level max), "core"
@@ -65,36 +67,10 @@ def run_group(group: str) -> None:
         raise ValueError(f"unknown warm-up group {group!r} (one of {', '.join(GROUPS)})")
 
 
-def _checkpoint(cols: int = 128) -> bytes:
-    """A small safetensors file: weight-like BF16, F16 and F32 matrices (rows of ``cols``), a
-    bias, an integer."""
-    import json
-    import struct
-
-    rng = np.random.default_rng(0)
-    w = (rng.standard_normal((96, cols)) * 0.02).astype(np.float32)
-    tensors = {
-        "bf16.weight": ("BF16", (w.view(np.uint32) >> 16).astype(np.uint16)),
-        "f16.weight": ("F16", w.astype(np.float16)),
-        "f32.bias": ("F32", w[0].copy()),
-        "f32.weight": ("F32", w),
-        "ids": ("I64", np.arange(64, dtype=np.int64)),
-    }
-    header, blobs, pos = {}, [], 0
-    for name, (dtype, a) in tensors.items():
-        b = a.tobytes()
-        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [pos, pos + len(b)]}
-        blobs.append(b)
-        pos += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    return struct.pack("<Q", len(h)) + h + b"".join(blobs)
-
-
 def _round_trips(levels) -> None:
     from .api import compress_bytes, decompress_bytes
 
-    data = _checkpoint()
+    data = safetensors_sample()
     for level in levels:
         for threads in (1, 2):
             blob = compress_bytes(data, level=level, chunk_size=16 << 10, threads=threads)
@@ -108,7 +84,7 @@ def _ggml_round_trips() -> None:
     from .api import compress_bytes, decompress_bytes
     from .options import GGML_PRESETS
 
-    data = _checkpoint(256)  # rows of whole 256-blocks: every K-type, not its q8_0 fallback
+    data = safetensors_sample(256)  # rows of whole 256-blocks: every K-type, not its q8_0 fallback
     for preset in GGML_PRESETS:
         blob = compress_bytes(data, lossy=preset, chunk_size=16 << 10, threads=1)
         if len(decompress_bytes(blob, threads=1)) != len(data):
@@ -118,7 +94,7 @@ def _ggml_round_trips() -> None:
 def _codecs_and_transforms() -> None:
     """Each codec and transform on aligned/unaligned, read-only/writable buffers, and the
     one-call frame decoder on frames of each transform and codec it handles."""
-    from ._checksum import KERNEL_MIN, xxh3_64
+    from ._checksum import xxh3_64
     from .codecs import CODECS, get_codec
     from .codecs.select import entropy_bytes, histogram, histogram4
     from .container.format import CHUNK_MAGIC, NO_CONTEXT
@@ -127,10 +103,6 @@ def _codecs_and_transforms() -> None:
     from .stages import TRANSFORMS
 
     rng = np.random.default_rng(0)
-    big = rng.integers(0, 256, KERNEL_MIN + 64, dtype=np.uint8)
-    for buf in (big, np.frombuffer(big.tobytes(), np.uint8)):
-        xxh3_64(buf, 1)
-        xxh3_64(buf[1:], 1)
     raw = np.frombuffer(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(), np.uint8)
     for src in (raw, raw[1 : 1 + 4092]):
         for t in TRANSFORMS.values():
