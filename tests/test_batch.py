@@ -258,22 +258,94 @@ def kill_on_first_call(marker, name):
 """
 
 
-@pytest.mark.slow
-def test_a_killed_worker_task_runs_again(sources, tmp_path):
-    """The first attempt of one task SIGKILLs its own worker process: the nanny restarts it,
-    the scheduler runs the task again, and the batch ends with every output whole."""
+def our_cluster(n: int):
+    """The LocalCluster that ``batch`` starts when given no client (forked workers)."""
+    from zipmodel.batching import _cluster
+
+    return _cluster(n, 1, None, None, "default")
+
+
+def plain_cluster(n: int):
+    """A LocalCluster of spawned workers that a user started, given as ``client=``."""
+    import contextlib
+
     from distributed import Client, LocalCluster
 
+    @contextlib.contextmanager
+    def cm():
+        with (
+            LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                memory_limit=0,
+            ) as c,
+            Client(c) as client,
+        ):  # fmt: skip
+            yield client, c
+
+    return cm()
+
+
+def worker_state():
+    import sys
+
+    return os.getppid(), sorted(m for m in sys.modules if m.startswith("zipmodel"))
+
+
+@pytest.mark.skipif(
+    "forkserver" not in __import__("multiprocessing").get_all_start_methods(),
+    reason="no fork server on this platform: workers are spawned",
+)
+def test_local_workers_start_forked_with_the_kernels_loaded(sources, tmp_path):
+    """batch's own cluster forks its workers from a server that has imported zipmodel and
+    loaded the level's compress kernels: no worker loads them on its first task, and the
+    server's environment does not leak into this process."""
+    from zipmodel.batchplan import WARM_ENV
+
+    with our_cluster(2) as (client, _):
+        states = client.run(worker_state)
+        assert WARM_ENV not in os.environ
+        assert len(states) == 2
+        for ppid, modules in states.values():
+            assert ppid != os.getpid()  # the fork server's children, not the nanny's
+            assert "zipmodel.files" in modules and "zipmodel._kernels.split" in modules
+        out = tmp_path / "out"
+        rep = batch(sources, out, client=client)
+    assert rep.ok
+    for src in sources:
+        assert same_tree(out / (src.name + ".zm"), reference(src, tmp_path))
+
+
+def test_sources_go_largest_first_to_whichever_worker_is_free(tmp_path, cluster):
+    """Tasks are handed to Dask one per task slot: on one worker they run strictly largest
+    first, and on two no more than two are ever placed at once."""
+    src = tmp_path / "src"
+    src.mkdir()
+    files = [weights(src / f"s{i}.safetensors", i, rows=32 * (1 + (i * 7) % 5)) for i in range(5)]
+    by_size = sorted(files, key=lambda f: -f.stat().st_size)
+    with plain_cluster(1) as (client, _):
+        out = tmp_path / "one"
+        batch(files, out, client=client)
+    assert [Path(r["source"]).name for r in lines(out)] == [f.name for f in by_size]
+
+    placed: list[int] = []
+    rep = batch(
+        files,
+        tmp_path / "two",
+        client=cluster,
+        on_item=lambda _: placed.append(sum(map(len, cluster.processing().values()))),
+    )
+    assert rep.ok and max(placed) <= 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("start", [our_cluster, plain_cluster], ids=["forked", "spawned"])
+def test_a_killed_worker_task_runs_again(sources, tmp_path, start):
+    """The first attempt of one task SIGKILLs its own worker process: the nanny restarts it,
+    the scheduler runs the task again, and the batch ends with every output whole."""
     ns: dict = {}
     exec(KILL_ON_FIRST_CALL, ns)
     marker = tmp_path / "killed-once"
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-            memory_limit=0,
-        ) as c,
-        Client(c) as client,
-    ):  # fmt: skip
+    with start(2) as (client, _):
         pids = set(client.run(os.getpid).values())
         client.run(ns["kill_on_first_call"], str(marker), "m1.safetensors")
         out = tmp_path / "out"

@@ -40,6 +40,7 @@ from typing import Any
 from . import __version__
 from .batchplan import (
     RECORD,
+    WARM_ENV,
     BatchItem,
     file_sha256,
     hash_source,
@@ -342,29 +343,86 @@ def _distributed():
     return distributed
 
 
-def _client(workers: int | None, threads: int, scheduler: str | None, client: Any):
-    """``(client, cluster started here or None)``."""
-    distributed = _distributed()
-    if client is not None:
-        return client, None
-    if scheduler is not None:
-        return distributed.Client(scheduler), None
-    n = workers or max(1, (os.cpu_count() or 1) // threads)
-    cluster = distributed.LocalCluster(
-        n_workers=n,
-        threads_per_worker=1,  # one task per process; zipmodel's own threads inside it
-        processes=True,
-        dashboard_address=":0",  # no fixed port: another batch may run
-        # zipmodel bounds its memory itself; a memory-mapped source's pages count in RSS,
-        # which Dask's limit would mistake for a leak and kill the worker for.
-        memory_limit=0,
-        silence_logs=logging.CRITICAL,  # a failed source is reported once, by us
-    )
+# What Dask's nanny sets before it spawns a worker (distributed.nanny.pre-spawn-environ); a
+# forked worker inherits the fork server's environment instead, so the server gets them.
+_WORKER_ENV = {
+    "MALLOC_TRIM_THRESHOLD_": "65536",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+}
+_PRELOAD = ["zipmodel.batchworker", "zipmodel.batching"]
+
+
+def _fork_server(level: str) -> bool:
+    """Start multiprocessing's fork server with :mod:`zipmodel.batchworker` preloaded, and
+    say whether local workers can be forked from it (not on Windows).
+
+    A spawned worker imports Dask and zipmodel and loads the kernels on its first task, each
+    worker again; forked from the server, every worker starts with them loaded, once for
+    all, and the server loads them while this process is still importing Dask (started
+    first for that). Nothing waits here: the server takes the fork requests when ready.
+    """
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return False
+    from multiprocessing import forkserver
+
+    env = {WARM_ENV: level, **{k: v for k, v in _WORKER_ENV.items() if k not in os.environ}}
+    saved = {k: os.environ.get(k) for k in env}
+    multiprocessing.get_context("forkserver").set_forkserver_preload(_PRELOAD)
     try:
-        return distributed.Client(cluster), cluster
-    except BaseException:
-        cluster.close()
-        raise
+        os.environ.update(env)
+        forkserver.ensure_running()  # a server already running (an earlier batch) is kept
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return True
+
+
+@contextlib.contextmanager
+def _cluster(workers: int | None, threads: int, scheduler: str | None, client: Any, level: str):
+    """A ``distributed.Client``: ``client``, one of ``scheduler``, or of a ``LocalCluster``
+    of worker processes started here (forked from the fork server where there is one) and
+    closed at the end. Yields ``(client, cluster started here or None)``."""
+    if client is not None:
+        _distributed()
+        yield client, None
+        return
+    if scheduler is not None:
+        c = _distributed().Client(scheduler)
+        try:
+            yield c, None
+        finally:
+            _close(c, None)
+        return
+    forked = _fork_server(level)
+    distributed = _distributed()
+    import dask
+
+    n = workers or max(1, (os.cpu_count() or 1) // threads)
+    config = {"distributed.worker.multiprocessing-method": "forkserver"} if forked else {}
+    with dask.config.set(config):  # for the nanny's restarts of a dead worker too
+        cluster = distributed.LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,  # one task per process; zipmodel's own threads inside it
+            processes=True,
+            dashboard_address=":0",  # no fixed port: another batch may run
+            # zipmodel bounds its memory itself; a memory-mapped source's pages count in
+            # RSS, which Dask's limit would mistake for a leak and kill the worker for.
+            memory_limit=0,
+            silence_logs=logging.CRITICAL,  # a failed source is reported once, by us
+        )
+        c = None
+        try:
+            c = distributed.Client(cluster)
+            yield c, cluster
+        finally:
+            _close(c, cluster)
 
 
 def _run(
@@ -381,64 +439,83 @@ def _run(
 ) -> int:
     """Submit ``pending`` (duplicates once), ``finish`` each as it completes; the number of
     workers."""
-    as_completed = _distributed().as_completed
-    given = client
-    client, cluster = _client(workers, threads, scheduler, client)
+    level = str(options.get("level", "default"))
     futures: dict[Any, list[BatchItem]] = {}
     started: list[BatchItem] = []
+    local = client is None and scheduler is None
     try:
-        n_workers = len(client.scheduler_info().get("workers", {}))
-        todo = pending
-        groups = _duplicates(client, todo)
-        todo.sort(key=lambda i: -i.source_bytes)
-        for item in todo:
-            if id(item) in groups.dups:
-                continue
-            Path(item.output).parent.mkdir(parents=True, exist_ok=True)
-            opts = {**options, **folder_options} if item.kind == "folder" else options
-            fut = client.submit(
-                _compress_task,
-                item.source,
-                item.output,
-                item.kind,
-                item.base,
-                opts,
-                threads,
-                key=f"zipmodel-compress-{hashlib.sha1(item.output.encode()).hexdigest()[:16]}"
-                f"-{os.getpid()}-{time.monotonic_ns()}",
-                pure=False,
-                retries=retries,
-                priority=item.source_bytes,  # largest first: the long ones do not come last
-            )
-            futures[fut] = [item, *groups.of.get(id(item), [])]
-            started.append(item)
-        for fut in as_completed(list(futures)):
-            primary, *dups = futures.pop(fut)
-            if fut.status == "finished":
-                res = fut.result()
-                exc = None
-            else:
-                res, exc = None, fut.exception()
-            _record(primary, res, exc, options, folder_options)
-            finish(primary)
-            for d in dups:
-                _record_duplicate(d, primary, options, folder_options)
-                finish(d)
+        with _cluster(workers, threads, scheduler, client, level) as (c, _):
+            n_workers = len(c.scheduler_info().get("workers", {}))
+            try:
+                _feed(c, pending, options, folder_options, threads, retries, futures, started,
+                      finish)  # fmt: skip
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
     except BaseException:
-        for fut in futures:
-            fut.cancel()
-        if cluster is not None:  # our workers die with it; their temporaries go then
-            _close(client, cluster)
-            client = cluster = None
+        if local:  # our workers died with the cluster; a remote task finishes atomically
             for item in started:
                 _sweep_temporaries(item.output)
         raise
-    finally:
-        if client is not None and given is None:
-            _close(client, cluster)
     for item in started:  # a killed worker's temporaries; no task of ours runs any more
         _sweep_temporaries(item.output)
     return n_workers
+
+
+def _feed(client, pending, options, folder_options, threads, retries, futures, started, finish):
+    """Hand the tasks to Dask largest first, as many at a time as the cluster has task
+    slots (its workers' threads), the next one whenever one finishes.
+
+    Handed all at once, Dask places every task on a worker at once, two per worker here, and
+    a worker that finishes early does not take the queued task of a busy one (a group of
+    four tasks is too small for Dask's queuing); fed this way, the next largest source goes
+    to whichever worker is free first. Retries of a task whose worker died stay Dask's.
+    """
+    groups = _duplicates(client, pending)
+    todo = sorted((i for i in pending if id(i) not in groups.dups), key=lambda i: -i.source_bytes)
+    todo.reverse()  # pop() takes the largest
+    ac = _distributed().as_completed()
+
+    def submit(item: BatchItem) -> None:
+        Path(item.output).parent.mkdir(parents=True, exist_ok=True)
+        opts = {**options, **folder_options} if item.kind == "folder" else options
+        fut = client.submit(
+            _compress_task,
+            item.source,
+            item.output,
+            item.kind,
+            item.base,
+            opts,
+            threads,
+            key=f"zipmodel-compress-{hashlib.sha1(item.output.encode()).hexdigest()[:16]}"
+            f"-{os.getpid()}-{time.monotonic_ns()}",
+            pure=False,
+            retries=retries,
+            priority=item.source_bytes,  # a retried task goes before the ones queued
+        )
+        futures[fut] = [item, *groups.of.get(id(item), [])]
+        started.append(item)
+        ac.add(fut)
+
+    def top_up() -> None:
+        slots = max(1, sum(client.nthreads().values())) if todo else 0
+        while todo and len(futures) < slots:
+            submit(todo.pop())
+
+    top_up()
+    for fut in ac:
+        primary, *dups = futures.pop(fut)
+        if fut.status == "finished":
+            res, exc = fut.result(), None
+        else:
+            res, exc = None, fut.exception()
+        _record(primary, res, exc, options, folder_options)
+        finish(primary)
+        for d in dups:
+            _record_duplicate(d, primary, options, folder_options)
+            finish(d)
+        top_up()
 
 
 def _close(client, cluster) -> None:

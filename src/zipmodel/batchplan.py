@@ -18,6 +18,7 @@ from .formats import SUFFIX
 __all__ = [
     "HASH_BLOCK",
     "RECORD",
+    "WARM_ENV",
     "BatchItem",
     "file_sha256",
     "hash_source",
@@ -32,6 +33,9 @@ __all__ = [
 ]
 
 RECORD = "batch.jsonl"
+# The level whose kernels a local batch's fork server loads (zipmodel.batchworker), set in
+# that process's environment only.
+WARM_ENV = "ZIPMODEL_BATCH_WARM"
 HASH_BLOCK = 8 << 20
 
 
