@@ -288,7 +288,11 @@ def plain_cluster(n: int):
 def worker_state():
     import sys
 
-    return os.getppid(), sorted(m for m in sys.modules if m.startswith("zipmodel"))
+    return (
+        os.getppid(),
+        sorted(m for m in sys.modules if m.startswith("zipmodel")),
+        signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+    )
 
 
 @pytest.mark.skipif(
@@ -297,17 +301,19 @@ def worker_state():
 )
 def test_local_workers_start_forked_with_the_kernels_loaded(sources, tmp_path):
     """batch's own cluster forks its workers from a server that has imported zipmodel and
-    loaded the level's compress kernels: no worker loads them on its first task, and the
-    server's environment does not leak into this process."""
+    loaded the level's compress kernels: no worker loads them on its first task, the
+    server's environment does not leak into this process, and the workers leave a
+    terminal's Ctrl-C to the client."""
     from zipmodel.batchplan import WARM_ENV
 
     with our_cluster(2) as (client, _):
         states = client.run(worker_state)
         assert WARM_ENV not in os.environ
         assert len(states) == 2
-        for ppid, modules in states.values():
+        for ppid, modules, ignores_sigint in states.values():
             assert ppid != os.getpid()  # the fork server's children, not the nanny's
             assert "zipmodel.files" in modules and "zipmodel._kernels.split" in modules
+            assert ignores_sigint  # a terminal's Ctrl-C is the client's to handle
         out = tmp_path / "out"
         rep = batch(sources, out, client=client)
     assert rep.ok

@@ -6,13 +6,14 @@ task, and the loading happens once for all of them, while the client is still st
 Importing this module does that only when ``ZIPMODEL_BATCH_WARM`` names a level (set in the
 fork server's environment only); anything that goes wrong is left for the first task to meet, since
 a worker loads what it needs on first use anyway. It never starts a thread: the fork server
-forks from this process.
+forks from this process. The workers ignore SIGINT (the client stops them).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 
 from .batchplan import WARM_ENV
 
@@ -32,5 +33,11 @@ def preload(level: str) -> None:
 
 
 if os.environ.get(WARM_ENV):
+    # A Ctrl-C at the terminal reaches the whole process group. The client handles it: it
+    # cancels the tasks and closes the cluster, whose nannies stop the workers. The server
+    # ignores SIGINT once it serves, but not while it preloads, and its children get back
+    # the handler it had before serving: ignore it here, for the server and every worker,
+    # which would otherwise each print a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(Exception):  # the first task meets it, with its message
         preload(os.environ[WARM_ENV])
