@@ -10,8 +10,10 @@ cache for every way alike), medians reported:
 - a shell loop of ``zipmodel compress`` (``-T 0``: every core on each file in turn),
 - ``xargs -P 2 zipmodel compress -T 1`` (two files at a time, one thread each),
 
-then a rerun of the finished batch (resume: everything skipped). Prints a Markdown table
-(docs/batch.md holds the one measured there). Model files are never committed: they come from
+then a rerun of the finished batch (resume: everything skipped), and the machine's own
+ceiling: one warm process compressing minilm_fp32 on one thread, alone and beside a second
+such process (what two cores give two single-thread workers here, before any fixed cost).
+Prints a Markdown table (docs/batch.md holds the one measured there). Model files are never committed: they come from
 the corpus (shared/corpus/fetch.sh).
 """
 
@@ -58,6 +60,43 @@ def ways(files: list[str], level: str = "default") -> dict[str, callable]:
     }  # fmt: skip
 
 
+# One warm process: compress FILE on one thread, 8 times; prints the median seconds.
+STEADY = """
+import statistics, sys, time
+from zipmodel import files
+src, out = sys.argv[1], sys.argv[2]
+files.compress_file(src, out, threads=1, force=True)
+ts = []
+for _ in range(8):
+    t = time.perf_counter()
+    files.compress_file(src, out, threads=1, force=True)
+    ts.append(time.perf_counter() - t)
+print(statistics.median(ts))
+"""
+
+
+def ceiling(src: str, tmp: str, rounds: int) -> tuple[float, float]:
+    """Median seconds of one warm single-thread compress of ``src``: alone, and while a
+    second process does the same (medians over ``rounds`` alternating rounds)."""
+    alone, beside = [], []
+
+    def run(n: int) -> list[float]:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", STEADY, src, f"{tmp}/ceiling{i}.zm"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(n)
+        ]
+        return [float(p.communicate()[0]) for p in procs]
+
+    for _ in range(rounds):
+        alone += run(1)
+        beside += run(2)
+    return statistics.median(alone), statistics.median(beside)
+
+
 def timed(cmd: list[str]) -> float:
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
@@ -100,6 +139,7 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         subprocess.run(table["zipmodel batch --workers 2"](str(out)), check=True)
         resume = [timed(table["zipmodel batch --workers 2"](str(out))) for _ in range(args.runs)]
+        alone, beside = ceiling(files[0], tmp, args.runs)
 
     one_worker = statistics.median(times["zipmodel batch --workers 1"])
     print(
@@ -115,6 +155,11 @@ def main() -> None:
         )
     print(
         f"| `zipmodel batch` again (resume: all skipped) | {statistics.median(resume):.2f} | | | |"
+    )
+    print(
+        f"\nThe machine: a warm one-thread compress of {Path(files[0]).name} takes {alone:.3f} s "
+        f"alone and {beside:.3f} s beside a second one: two processes do {2 * alone / beside:.2f}x "
+        "the work of one (the most two one-thread workers can give, before fixed costs)."
     )
 
 
