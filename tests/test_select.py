@@ -38,6 +38,22 @@ def test_histograms_count_every_byte(b):
     assert np.array_equal(histogram4(a).sum(axis=0), ref)
 
 
+def test_histogram_needs_one_compile_whoever_calls():
+    """Writeable streams (a transform's output) and read-only ones (mapped tensor bytes) go to
+    the one specialisation warmup compiles: no compile waits on the first stream of a kind."""
+    from zipmodel import _jit
+
+    kernel = _jit.kernels("split")._hist
+    before = set(kernel.signatures)
+    writeable = np.arange(1000, dtype=np.uint8)
+    readonly = np.frombuffer(bytes(range(256)) * 4, np.uint8)
+    assert writeable.flags.writeable and not readonly.flags.writeable
+    assert histogram(writeable).sum() == 1000 and histogram(readonly).sum() == 1024
+    assert writeable.flags.writeable  # the caller's array is left as it was
+    new = set(kernel.signatures) - before
+    assert not any(sig[0].mutable for sig in new), new
+
+
 def test_near_random_field_is_raw_and_constant_is_const():
     rng = np.random.default_rng(0)
     policy = policy_for_level("default")

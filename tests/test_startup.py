@@ -98,3 +98,36 @@ def test_first_decompress_compiles_decoders_only_in_two_processes_at_once(tmp_pa
     again, err = result(child(cache, "decompress", zm, tmp_path / "out2", quiet=False))
     assert again["compiled"] == [] and "compiling" not in err  # both left a usable cache
     assert (tmp_path / "out2").read_bytes() == src.read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.corpus
+def test_after_warmup_real_models_compress_and_decompress_without_compiling(tmp_path, corpus):
+    """``zipmodel warmup`` compiles what compress and decompress use on real files of every
+    reader (safetensors, torch zip, CTranslate2, GGUF): after it nothing compiles, so a batch
+    worker or a CI job never waits on a kernel warmup missed (a transform's writable stream
+    once reached a histogram kernel specialised only for read-only ones)."""
+    names = [
+        "minilm_fp32.safetensors",
+        "minilm_bf16.safetensors",
+        "craft_mlt_25k.pth",
+        "whisper_tiny_ct2.bin",
+        "smollm2-135m-q4_1.gguf",
+    ]
+    sources = [corpus / n for n in names]
+    cache = tmp_path / "cache"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), ZIPMODEL_QUIET_JIT="1")
+    subprocess.run(
+        [sys.executable, "-m", "zipmodel", "warmup", "-j", "2"], env=env, check=True,
+        capture_output=True, timeout=900,
+    )  # fmt: skip
+    for src in sources:
+        zm = tmp_path / (src.name + ".zm")
+        back = tmp_path / src.name
+        made, _ = result(child(cache, "compress", src, zm))
+        assert made["compiled"] == [], (src.name, made["compiled"])
+        restored, _ = result(child(cache, "decompress", zm, back))
+        assert restored["compiled"] == [], (src.name, restored["compiled"])
+        assert back.read_bytes() == src.read_bytes()
+        back.unlink()
+        zm.unlink()

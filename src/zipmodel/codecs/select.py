@@ -108,10 +108,18 @@ def policy_for_level(level: str = "default") -> CodecPolicy:
 
 
 def histogram(data: np.ndarray) -> np.ndarray:
-    """Byte histogram (256 int64 counts), computed without holding the GIL."""
+    """Byte histogram (256 int64 counts), computed without holding the GIL.
+
+    The kernel always gets a read-only view: Numba compiles one specialisation per
+    writeable flag, and streams come both ways (mapped tensor bytes are read-only, a
+    transform's output is not), so a second compile would wait on the first caller of the
+    other kind, on a machine whose ``zipmodel warmup`` compiled just one.
+    """
     from .. import _jit
 
-    return _jit.kernels("split")._hist(data)
+    view = data.view()
+    view.flags.writeable = False
+    return _jit.kernels("split")._hist(view)
 
 
 def histogram4(data: np.ndarray) -> np.ndarray:
