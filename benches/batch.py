@@ -10,6 +10,10 @@ cache for every way alike), medians reported:
 - a shell loop of ``zipmodel compress`` (``-T 0``: every core on each file in turn),
 - ``xargs -P 2 zipmodel compress -T 1`` (two files at a time, one thread each),
 
+- ``zipmodel batch --scheduler ADDR`` on a running LocalCluster of 1 and of 2 workers (started
+  before the rounds, as a cluster one submits to is: the workers' start is not counted, the
+  command's own start and Dask client are),
+
 then a rerun of the finished batch (resume: everything skipped), and the machine's own
 ceiling: one warm process compressing minilm_fp32 on one thread, alone and beside a second
 such process (what two cores give two single-thread workers here, before any fixed cost).
@@ -39,7 +43,12 @@ FILES = [
 ZIPMODEL = [sys.executable, "-m", "zipmodel"]
 
 
-def ways(files: list[str], level: str = "default") -> dict[str, callable]:
+RUNNING_1 = "zipmodel batch --scheduler (running cluster, 1 worker)"
+RUNNING_2 = "zipmodel batch --scheduler (running cluster, 2 workers)"
+
+
+def ways(files: list[str], level: str, running: dict[str, str]) -> dict[str, callable]:
+    """The command of each way; ``running``: way name -> address of its running cluster."""
     quoted = " ".join(f"'{f}'" for f in files)
     zm = " ".join(ZIPMODEL)
     lv = ["--level", level]
@@ -57,6 +66,12 @@ def ways(files: list[str], level: str = "default") -> dict[str, callable]:
             "bash", "-c",
             f"printf '%s\\n' {quoted} | xargs -P 2 -I{{}} {zm} compress {{}} -o '{out}' -T 1 -q --level {level}",
         ],
+        **{
+            name: (lambda out, a=addr: [
+                *ZIPMODEL, "batch", *files, "-o", out, "--scheduler", a, "-q", *lv,
+            ])
+            for name, addr in running.items()
+        },
     }  # fmt: skip
 
 
@@ -118,9 +133,17 @@ def main() -> None:
     if missing:
         sys.exit(f"missing corpus files (shared/corpus/fetch.sh): {missing}")
     mb = sum(os.path.getsize(f) for f in files) / 1e6
-    table = ways(files, args.level)
-    times: dict[str, list[float]] = {k: [] for k in table}
-    with tempfile.TemporaryDirectory(prefix="zm-bench-batch-") as tmp:
+    from distributed import LocalCluster
+
+    opts = dict(threads_per_worker=1, processes=True, dashboard_address=":0", memory_limit=0)
+    with (
+        LocalCluster(n_workers=1, **opts) as c1,
+        LocalCluster(n_workers=2, **opts) as c2,
+        tempfile.TemporaryDirectory(prefix="zm-bench-batch-") as tmp,
+    ):
+        running = {RUNNING_1: c1.scheduler_address, RUNNING_2: c2.scheduler_address}
+        table = ways(files, args.level, running)
+        times: dict[str, list[float]] = {k: [] for k in table}
 
         def one(name: str) -> float:
             out = Path(tmp) / "out"
@@ -128,7 +151,7 @@ def main() -> None:
             out.mkdir()
             return timed(table[name](str(out)))
 
-        for name in table:  # warm-up: page cache, Numba cache
+        for name in table:  # warm-up: page cache, Numba cache, the running workers' kernels
             one(name)
         order = [n for n in table for _ in range(args.runs)]
         random.Random(0).shuffle(order)
@@ -142,6 +165,7 @@ def main() -> None:
         alone, beside = ceiling(files[0], tmp, args.runs)
 
     one_worker = statistics.median(times["zipmodel batch --workers 1"])
+    running_one = statistics.median(times[RUNNING_1])
     print(
         f"\n{len(files)} models, {mb:.0f} MB, {os.cpu_count()} cores, --level {args.level}, "
         f"medians of {args.runs}\n"
@@ -155,6 +179,10 @@ def main() -> None:
         )
     print(
         f"| `zipmodel batch` again (resume: all skipped) | {statistics.median(resume):.2f} | | | |"
+    )
+    print(
+        f"\nOn a running cluster, 2 workers vs 1: "
+        f"{running_one / statistics.median(times[RUNNING_2]):.2f}x."
     )
     print(
         f"\nThe machine: a warm one-thread compress of {Path(files[0]).name} takes {alone:.3f} s "

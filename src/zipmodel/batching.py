@@ -181,9 +181,13 @@ def batch(
 
     Where it runs: ``client`` (a ``distributed.Client``), else ``scheduler`` (an address),
     else a ``LocalCluster`` of ``workers`` processes (default: the cores //
-    ``threads_per_worker``) started here and closed at the end. Each worker process runs one
-    task at a time with ``threads_per_worker`` zipmodel threads, so its memory stays at
-    chunk size × threads whatever the models' sizes. Sources go largest first.
+    ``threads_per_worker``) started here and closed at the end, forked where the platform
+    allows from a fork server that has loaded zipmodel and the level's kernels (a script
+    calling this needs the ``if __name__ == "__main__":`` guard, as for any Dask program).
+    Each worker process runs one task at a time with ``threads_per_worker`` zipmodel
+    threads, so its memory stays at chunk size × threads whatever the models' sizes.
+    Sources go to Dask largest first, one per task slot, so the next goes to whichever
+    worker is free first.
 
     ``output_dir/batch.jsonl`` gets one line per source as it finishes; a source an earlier
     run recorded ``ok`` is skipped when the record still holds (nothing is started when every
