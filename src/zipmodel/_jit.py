@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from types import ModuleType
 
-__all__ = ["KERNEL_MODULES", "compiled_here", "kernels", "set_reporter"]
+__all__ = ["KERNEL_MODULES", "compiled_here", "kernels", "readonly", "set_reporter"]
 
 KERNEL_MODULES = ("split", "xxh3", "huffman", "rans", "rans2d", "frame", "choose", "kquant")
 
@@ -124,3 +124,18 @@ def _report(event: str, kernel: str, seconds: float) -> None:
         r(event, kernel, seconds)
     except Exception:  # a notice must never break a compile
         pass
+
+
+def readonly(a):
+    """``a`` as a read-only view, for a kernel argument the kernel only reads.
+
+    Numba compiles one specialisation per writeable flag, and the same stream arrives both
+    ways (mapped tensor bytes and raw payloads are read-only; decoded or transformed streams
+    are not): passing every input read-only means one signature, the one ``zipmodel warmup``
+    compiled, instead of a second compile on the first caller of the other kind.
+    """
+    if not a.flags.writeable:
+        return a
+    v = a.view()
+    v.flags.writeable = False
+    return v

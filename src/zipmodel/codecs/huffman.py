@@ -32,6 +32,7 @@ import threading
 
 import numpy as np
 
+from .. import _jit
 from ..errors import CorruptDataError
 from .base import Codec
 
@@ -48,8 +49,6 @@ _local = threading.local()
 
 
 def _k():
-    from .. import _jit
-
     return _jit.kernels("huffman")
 
 
@@ -74,13 +73,6 @@ def _scratch() -> _Scratch:
     if s is None:
         s = _local.scratch = _Scratch()
     return s
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    """A read-only view: kernels then compile once, whatever buffer the caller passed."""
-    v = a.view()
-    v.flags.writeable = False
-    return v
 
 
 def split_bounds(n: int) -> list[int]:
@@ -116,7 +108,7 @@ class HuffmanCodec(Codec):
     def encode(self, data: np.ndarray, hist4: np.ndarray | None = None) -> np.ndarray | None:
         """``hist4``: the byte histograms of the 4 parts (:func:`split_bounds`), if known."""
         k, s = _k(), _scratch()
-        data = _readonly(np.ascontiguousarray(data, np.uint8).reshape(-1))
+        data = _jit.readonly(np.ascontiguousarray(data, np.uint8).reshape(-1))
         bounds = split_bounds(data.size)
         if hist4 is None:
             k._segment_hist(data, _u64(bounds), s.hist)
@@ -199,9 +191,13 @@ class HuffmanCodec(Codec):
         for w in nwords:
             wbounds.append(wbounds[-1] + w)
         if s.use_multi:
-            err = k._decode4(_readonly(words), _u64(wbounds), s.single, s.multi, out, _u64(bounds))
+            err = k._decode4(
+                _jit.readonly(words), _u64(wbounds), s.single, s.multi, out, _u64(bounds)
+            )
         else:
-            err = k._decode4_single(_readonly(words), _u64(wbounds), s.single, out, _u64(bounds))
+            err = k._decode4_single(
+                _jit.readonly(words), _u64(wbounds), s.single, out, _u64(bounds)
+            )
         if err:
             what = ("ends early", "has words left over", "has nonzero padding")[err - 1]
             raise CorruptDataError(f"huffman stream {what}")

@@ -51,6 +51,7 @@ import threading
 
 import numpy as np
 
+from .. import _jit
 from ..errors import CorruptDataError
 from .base import Codec
 
@@ -62,8 +63,6 @@ _local = threading.local()
 
 
 def _kernels():
-    from .. import _jit
-
     return _jit.kernels("rans")  # numba: imported on first use only
 
 
@@ -76,21 +75,14 @@ def _scratch(name: str, size: int, dtype) -> np.ndarray:
     return a
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    """A read-only view: kernels then see one array type (one compiled signature)."""
-    v = a.view()
-    v.flags.writeable = False
-    return v
-
-
 def _input(data: np.ndarray, what: str) -> np.ndarray:
     if data.dtype != np.uint8 or data.ndim != 1:
         raise ValueError(f"{what} must be a 1-D uint8 array, got {data.dtype} {data.shape}")
-    return _readonly(np.ascontiguousarray(data))
+    return _jit.readonly(np.ascontiguousarray(data))
 
 
 def _source(payload) -> np.ndarray:
-    return _readonly(np.frombuffer(payload, np.uint8))
+    return _jit.readonly(np.frombuffer(payload, np.uint8))
 
 
 def _check(code: int, name: str) -> None:

@@ -33,6 +33,7 @@ from typing import Union
 
 import numpy as np
 
+from .. import _jit
 from . import CODECS, get_codec
 from .base import Codec
 from .const import ConstCodec
@@ -108,18 +109,8 @@ def policy_for_level(level: str = "default") -> CodecPolicy:
 
 
 def histogram(data: np.ndarray) -> np.ndarray:
-    """Byte histogram (256 int64 counts), computed without holding the GIL.
-
-    The kernel always gets a read-only view: Numba compiles one specialisation per
-    writeable flag, and streams come both ways (mapped tensor bytes are read-only, a
-    transform's output is not), so a second compile would wait on the first caller of the
-    other kind, on a machine whose ``zipmodel warmup`` compiled just one.
-    """
-    from .. import _jit
-
-    view = data.view()
-    view.flags.writeable = False
-    return _jit.kernels("split")._hist(view)
+    """Byte histogram (256 int64 counts), computed without holding the GIL."""
+    return _jit.kernels("split")._hist(_jit.readonly(data))
 
 
 def histogram4(data: np.ndarray) -> np.ndarray:
@@ -127,13 +118,12 @@ def histogram4(data: np.ndarray) -> np.ndarray:
 
     Shape ``(4, 256)``; the order-0 coders reuse them instead of counting again.
     """
-    from .. import _jit
     from .huffman import split_bounds
 
     _segment_hist = _jit.kernels("huffman")._segment_hist
 
     h = np.empty((4, 256), np.int64)
-    _segment_hist(data, np.array(split_bounds(data.size), np.uint64), h)
+    _segment_hist(_jit.readonly(data), np.array(split_bounds(data.size), np.uint64), h)
     return h
 
 
@@ -152,8 +142,6 @@ def _near_random(data: np.ndarray, limit_bits: float) -> bool:
 def entropy_bytes(hist: np.ndarray) -> float:
     """Order-0 entropy of a histogram, in bytes (the floor for any order-0 coder)."""
     if isinstance(hist, np.ndarray) and hist.dtype == np.int64 and hist.shape == (256,):
-        from .. import _jit
-
         return float(_jit.kernels("split")._entropy_bytes(np.ascontiguousarray(hist)))
     counts = np.asarray(hist)[np.asarray(hist) > 0].astype(np.float64)
     n = counts.sum()
@@ -319,8 +307,6 @@ def _choose_kernels():
     """``zipmodel._kernels.choose``, imported (and the JIT made ready) on first use."""
     global _choose
     if _choose is None:
-        from .. import _jit
-
         _choose = _jit.kernels("choose")
     return _choose
 
@@ -329,15 +315,13 @@ def _field_order0(data: np.ndarray, policy: CodecPolicy):
     """:func:`encode_stream`'s steps up to the general codecs, in one kernel call
     (``zipmodel._kernels.choose``: same steps, same result). Returns ``(final, best,
     order0_best, probe_est)``, or None when the kernel leaves the stream to the Python path."""
-    from .huffman import _readonly
-
     k = _choose_kernels()
     args = chooser_args(policy, int(data.size))
     words, rbuf = args[12], args[14]
     res = getattr(_local, "res", None)
     if res is None:
         res = _local.res = np.zeros(3, np.float64)
-    d = _readonly(np.ascontiguousarray(data, np.uint8).reshape(-1))
+    d = _jit.readonly(np.ascontiguousarray(data, np.uint8).reshape(-1))
     cid, start, size, final = k.choose_field(d, *args, res)
     if cid == k.NOT_HANDLED:
         return None

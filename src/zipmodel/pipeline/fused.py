@@ -11,6 +11,8 @@ import threading
 
 import numpy as np
 
+from .. import _jit
+
 __all__ = ["decode_frame_fused"]
 
 _LITTLE = sys.byteorder == "little"
@@ -22,8 +24,6 @@ def _frame_kernels():
     """``zipmodel._kernels.frame``, imported (and the JIT made ready) on first use."""
     global _kernels
     if _kernels is None:
-        from .. import _jit
-
         _kernels = _jit.kernels("frame")
     return _kernels
 
@@ -96,7 +96,7 @@ class _EncodeScratch:
 
     def __init__(self) -> None:
         self.streams = np.empty(0, np.uint8)  # the split streams of a chunk
-        self.streams_ro = _readonly(self.streams)
+        self.streams_ro = _jit.readonly(self.streams)
         self.info = np.zeros((8, 4), np.int64)
         self.res = np.zeros((8, 3), np.float64)
 
@@ -123,11 +123,11 @@ def encode_frame_fused(raw: np.ndarray, src_offset: int, transform, policy, buf:
     n = int(raw.size)
     if s.streams.size < n:
         s.streams = np.empty(max(n, 1 << 20), np.uint8)
-        s.streams_ro = _readonly(s.streams)
+        s.streams_ro = _jit.readonly(s.streams)
     per = n // transform.n_streams
     args = chooser_args(policy, per)
     size = k.encode_frame(
-        _readonly(raw),
+        _jit.readonly(raw),
         buf,
         transform.transform_id,
         src_offset,
@@ -152,10 +152,3 @@ def encode_frame_fused(raw: np.ndarray, src_offset: int, transform, policy, buf:
     from ..container.frames import HEADROOM
 
     return buf[HEADROOM : HEADROOM + size], infos
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    """A read-only view: the kernel compiles once whatever buffer the caller passed."""
-    v = a.view()
-    v.flags.writeable = False
-    return v

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .. import _jit
 from .base import Transform
 
 
@@ -30,24 +31,12 @@ def _new(n: int, size: int) -> list[np.ndarray]:
 
 def _k():
     """The split kernels (Numba), compiled or loaded on first use."""
-    from .. import _jit
-
     return _jit.kernels("split")
 
 
 __all__ = ["Identity", "SplitBF16", "SplitF16", "SplitF32"]
 
 _LITTLE = sys.byteorder == "little"
-
-
-def _ro(a: np.ndarray) -> np.ndarray:
-    """A read-only view: streams arrive writable (decoded) or read-only (raw payloads), and
-    one array type per kernel argument means one compiled signature, compiled at warm-up."""
-    if not a.flags.writeable:
-        return a
-    v = a.view()
-    v.flags.writeable = False
-    return v
 
 
 def _words(a: np.ndarray, itemsize: int) -> np.ndarray | None:
@@ -84,11 +73,11 @@ class SplitBF16(Transform):
 
     def forward(self, raw: np.ndarray, out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
         exp, sm = out if out is not None else _new(2, raw.size // 2)
-        _k()._split_bf16(_ro(raw), exp, sm)
+        _k()._split_bf16(_jit.readonly(raw), exp, sm)
         return [exp, sm]
 
     def inverse(self, streams: Sequence[np.ndarray], out: np.ndarray) -> None:
-        _k()._merge_bf16(_ro(streams[0]), _ro(streams[1]), out)
+        _k()._merge_bf16(_jit.readonly(streams[0]), _jit.readonly(streams[1]), out)
 
 
 class SplitF16(Transform):
@@ -105,11 +94,11 @@ class SplitF16(Transform):
 
     def forward(self, raw: np.ndarray, out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
         hi, lo = out if out is not None else _new(2, raw.size // 2)
-        _k()._split_f16(_ro(raw), hi, lo)
+        _k()._split_f16(_jit.readonly(raw), hi, lo)
         return [hi, lo]
 
     def inverse(self, streams: Sequence[np.ndarray], out: np.ndarray) -> None:
-        _k()._merge_f16(_ro(streams[0]), _ro(streams[1]), out)
+        _k()._merge_f16(_jit.readonly(streams[0]), _jit.readonly(streams[1]), out)
 
 
 class SplitF32(Transform):
@@ -128,13 +117,13 @@ class SplitF32(Transform):
         streams = list(out) if out is not None else _new(4, raw.size // 4)
         words = _words(raw, 4)
         if words is not None:
-            _k()._split_f32_words(_ro(words), *streams)
+            _k()._split_f32_words(_jit.readonly(words), *streams)
         else:
-            _k()._split_f32(_ro(raw), *streams)
+            _k()._split_f32(_jit.readonly(raw), *streams)
         return streams
 
     def inverse(self, streams: Sequence[np.ndarray], out: np.ndarray) -> None:
-        ro = [_ro(s) for s in streams]
+        ro = [_jit.readonly(s) for s in streams]
         words = _words(out, 4)
         if words is not None:
             _k()._merge_f32_words(*ro, words)
